@@ -1,0 +1,107 @@
+"""The LR patch grid, padding, patch extraction and label-map files.
+
+A frame of ``lr_w x lr_h`` is covered by ``gw x gh`` patches of ``P x P`` LR
+pixels.  For extraction the frame is padded by edge replication: ``overlap``
+pixels on every side (context for the network) plus enough at the right and
+bottom to complete the last row and column of patches.  Patch ``(r, c)`` reads
+the window ``[r*P, r*P + P + 2*overlap)`` of the padded frame; its output covers
+HR pixels ``[r*P*s, (r+1)*P*s)`` (clipped to the frame).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fitcast.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Grid:
+    lr_w: int
+    lr_h: int
+    patch: int
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patch <= 0 or self.overlap < 0:
+            raise InvalidInputError(f"bad patch grid: patch {self.patch}, overlap {self.overlap}")
+
+    @property
+    def gw(self) -> int:
+        return -(-self.lr_w // self.patch)
+
+    @property
+    def gh(self) -> int:
+        return -(-self.lr_h // self.patch)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(gh, gw): the label map shape of one frame."""
+        return (self.gh, self.gw)
+
+    @property
+    def window(self) -> int:
+        """Side of one extracted LR window: P + 2*overlap."""
+        return self.patch + 2 * self.overlap
+
+    def pad(self, lr: np.ndarray) -> np.ndarray:
+        """Edge-pad an LR frame ``[h, w, c]`` for window extraction."""
+        if lr.shape[0] != self.lr_h or lr.shape[1] != self.lr_w:
+            raise ValueError(f"frame {lr.shape[1]}x{lr.shape[0]} does not match grid {self.lr_w}x{self.lr_h}")
+        o, p = self.overlap, self.patch
+        pad_b = self.gh * p - self.lr_h
+        pad_r = self.gw * p - self.lr_w
+        return np.pad(lr, ((o, o + pad_b), (o, o + pad_r), (0, 0)), mode="edge")
+
+    def windows(self, padded: np.ndarray) -> np.ndarray:
+        """A view ``[gh, gw, window, window, c]`` of every patch window of a padded frame."""
+        win = self.window
+        v = sliding_window_view(padded, (win, win), axis=(0, 1))[:: self.patch, :: self.patch]
+        # sliding_window_view puts the window axes last: [gh, gw, c, win, win] -> [gh, gw, win, win, c]
+        return v.transpose(0, 1, 3, 4, 2)[: self.gh, : self.gw]
+
+    def extract(self, lr: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Copy the windows at (rows, cols) of an LR frame: ``[n, window, window, c]``."""
+        return np.ascontiguousarray(self.windows(self.pad(lr))[rows, cols])
+
+    def hr_blocks(self, hr: np.ndarray, scale: int) -> np.ndarray:
+        """HR frame padded (edge) to the grid and viewed as ``[gh, gw, P*s, P*s, c]``."""
+        ps = self.patch * scale
+        pad_b = self.gh * ps - hr.shape[0]
+        pad_r = self.gw * ps - hr.shape[1]
+        padded = np.pad(hr, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
+        return padded.reshape(self.gh, ps, self.gw, ps, -1).transpose(0, 2, 1, 3, 4)
+
+    def valid_mask(self, scale: int) -> np.ndarray:
+        """HR-pixel mask ``[gh, gw, P*s, P*s]`` of pixels inside the frame (not padding)."""
+        ps = self.patch * scale
+        ys = np.arange(self.gh * ps) < self.lr_h * scale
+        xs = np.arange(self.gw * ps) < self.lr_w * scale
+        m = ys[:, None] & xs[None, :]
+        return m.reshape(self.gh, ps, self.gw, ps).transpose(0, 2, 1, 3)
+
+
+def save_labels(labels: np.ndarray) -> bytes:
+    """Serialise a label map ``uint8[frames, gh, gw]`` as a compressed ``.npz``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.dtype != np.uint8:
+        raise ValueError(f"labels must be uint8[frames, gh, gw], got {labels.dtype}{list(labels.shape)}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, labels=labels)
+    return buf.getvalue()
+
+
+def load_labels(data: bytes) -> np.ndarray:
+    """Inverse of :func:`save_labels`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            labels = npz["labels"]
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise InvalidInputError(f"not a fitcast label map: {exc}") from None
+    if labels.ndim != 3 or labels.dtype != np.uint8:
+        raise InvalidInputError(f"label map has shape {labels.shape} and dtype {labels.dtype}")
+    return labels

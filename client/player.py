@@ -1,0 +1,129 @@
+"""Play an asset: fetch, decode, routed per-patch SR, display or write, measure.
+
+``fps`` counts frames upscaled per wall-clock second including decode, routing,
+stitching and colour conversion (DESIGN §6); network fetches and the optional
+PSNR measurement against a reference are outside the timed span.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from chunking.grid import load_labels
+from client.fetch import Asset, Fetcher, open_asset
+from client.plan import RoutedUpscaler, routes_by_model
+from client.report import PlaybackStats
+from client.runtime import open_session
+from fitcast.errors import InvalidInputError
+from fitcast.media import VideoWriter, iter_frames, upscale
+from fitcast.metrics import psnr_y
+
+
+@dataclass(frozen=True)
+class PlayOptions:
+    reference: Path | None = None
+    headless: bool = True
+    out: Path | None = None
+    runtime: str = "ort"
+    report: Path | None = None
+    max_frames: int | None = None
+    threads: int = 0
+
+
+def _window(title: str) -> Callable[[np.ndarray], bool]:
+    import cv2
+
+    try:
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise InvalidInputError(
+            "this OpenCV build has no window support (opencv-python-headless): use --headless or install opencv-python"
+        ) from None
+
+    def show(frame: np.ndarray) -> bool:
+        cv2.imshow(title, frame[:, :, ::-1])
+        return (cv2.waitKey(1) & 0xFF) != ord("q")
+
+    return show
+
+
+def play(
+    location: str,
+    options: PlayOptions = PlayOptions(),
+    *,
+    fetcher: Fetcher | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Play the asset at ``location``; return the report dict (also written to ``options.report``)."""
+    asset: Asset = open_asset(location, fetcher)
+    m = asset.manifest
+    total_frames = sum(seg.frames for seg in m.segments)
+    if options.max_frames is not None:
+        total_frames = min(total_frames, options.max_frames)
+
+    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
+    sessions = {}
+    for mid in used:
+        entry = m.model(mid)
+        sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), options.runtime, threads=options.threads)
+    upscaler = RoutedUpscaler(m, sessions)
+    init = asset.read(m.init_uri)
+
+    ref_iter: Iterator[np.ndarray] | None = None
+    if options.reference is not None:
+        ref_iter = iter_frames(options.reference, crop=tuple(m.crop))
+
+    stats = PlaybackStats(runtime=options.runtime if options.runtime != "auto" else "ort", output_size=tuple(m.hr))
+    writer = VideoWriter(options.out, m.hr[0], m.hr[1], m.fps) if options.out else None
+    show = None if options.headless else _window(f"fitcast {m.asset_id}")
+    played = 0
+    try:
+        for seg in m.segments:
+            if played >= total_frames:
+                break
+            data = asset.read(seg.uri)
+            labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+            seg_stats = stats.segment(seg.index)
+            frames = iter_frames(io.BytesIO(init + data), fmt="mp4")
+            t_prev = time.perf_counter()
+            for j, lr in enumerate(frames):
+                if played >= total_frames:
+                    break
+                if j >= labels.shape[0]:
+                    raise InvalidInputError(f"segment {seg.index} has more frames than its label map")
+                hr = upscaler.upscale(lr, labels[j], seg.routes)
+                if writer is not None:
+                    writer.write(hr)
+                if show is not None and not show(hr):
+                    played = total_frames
+                t_now = time.perf_counter()
+                seg_stats.frame_seconds.append(t_now - t_prev)
+                if ref_iter is not None:
+                    ref = next(ref_iter, None)
+                    if ref is None:
+                        raise InvalidInputError("the reference has fewer frames than the asset")
+                    if ref.shape != hr.shape:
+                        raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, asset is {hr.shape[1]}x{hr.shape[0]}")
+                    seg_stats.psnr_sr.append(psnr_y(hr, ref))
+                    seg_stats.psnr_lanczos.append(psnr_y(upscale(lr, m.scale, "lanczos"), ref))
+                played += 1
+                if on_frame is not None:
+                    on_frame(played, total_frames)
+                t_prev = time.perf_counter()
+    finally:
+        if writer is not None:
+            writer.close()
+        if show is not None:
+            import cv2
+
+            cv2.destroyAllWindows()
+    report = stats.to_dict()
+    if options.report is not None:
+        stats.write(options.report)
+    return report

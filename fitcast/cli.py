@@ -1,0 +1,157 @@
+"""The ``fitcast`` command line (DESIGN §7).
+
+Heavy modules are imported inside each command, so ``fitcast play`` never loads
+torch and ``--help`` is instant.  Errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from fitcast.errors import FitcastError
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fitcast", description="Neural-enhanced video delivery.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enc = sub.add_parser("encode", help="encode a video into an asset directory (HLS + SR models)")
+    enc.add_argument("input", type=Path)
+    enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
+    enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
+    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default="stdo")
+    enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
+    enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
+    enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
+    enc.add_argument("--preset", choices=("fast", "balanced", "best"), default="balanced")
+    enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
+    enc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    srv = sub.add_parser("serve", help="run the HTTP service over an asset store")
+    srv.add_argument("--root", type=Path, default=None, help="store directory (default: $FITCAST_ROOT or ./fitcast-data)")
+    srv.add_argument("--host", default=None)
+    srv.add_argument("--port", type=int, default=None)
+
+    ply = sub.add_parser("play", help="play an asset (URL or directory), print fps and PSNR")
+    ply.add_argument("location", help="asset directory, manifest URL, master.m3u8 URL or asset URL")
+    ply.add_argument("--reference", type=Path, default=None, help="the original video, for PSNR")
+    ply.add_argument("--headless", action="store_true", help="no window")
+    ply.add_argument("--out", type=Path, default=None, help="write the upscaled video (MP4)")
+    ply.add_argument("--runtime", default="ort", choices=("ort", "auto"))
+    ply.add_argument("--report", type=Path, default=None, help="write the playback report (JSON)")
+    ply.add_argument("--max-frames", type=int, default=None)
+    ply.add_argument("--target-fps", type=_positive_float, default=None, help="(reported against)")
+    return parser
+
+
+def _progress_printer(label: str, quiet: bool):
+    """A rich progress bar on a terminal, sparse lines otherwise."""
+    if quiet:
+        return None, None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                       TimeElapsedColumn(), transient=False)
+        task = bar.add_task(label, total=1.0)
+
+        def update(stage: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{label}: {stage}")
+
+        return bar, update
+
+    last = {"stage": None}
+
+    def update_plain(stage: str, fraction: float) -> None:
+        if stage != last["stage"]:
+            print(f"{label}: {stage} ({fraction:.0%})", file=sys.stderr, flush=True)
+            last["stage"] = stage
+
+    return None, update_plain
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from server.pipeline import EncodeOptions, encode
+
+    options = EncodeOptions(
+        scale=args.scale, method=args.method, k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
+        preset=args.preset, iterations=args.iterations,
+    ).validate()
+    bar, update = _progress_printer("encode", args.quiet)
+    if bar is not None:
+        with bar:
+            encode(args.input, args.output, options, progress=update)
+    else:
+        encode(args.input, args.output, options, progress=update)
+    report = json.loads((args.output / "report" / "quality.json").read_text())
+    print(
+        f"encoded {report['frames']} frames in {report['seconds']['total']:.0f} s: "
+        f"PSNR-Y lanczos {report['psnr_y_lanczos']:.2f} dB, fitcast {report['psnr_y_sr']:.2f} dB "
+        f"(+{report['psnr_y_sr'] - report['psnr_y_lanczos']:.2f}) -> {args.output}"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fitcast.config import Settings
+    from server.app import create_app
+
+    overrides = {k: v for k, v in {"root": args.root, "host": args.host, "port": args.port}.items() if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from client.player import PlayOptions, play
+
+    options = PlayOptions(
+        reference=args.reference, headless=args.headless, out=args.out, runtime=args.runtime,
+        report=args.report, max_frames=args.max_frames,
+    )
+    r = play(args.location, options)
+    line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} ({r['runtime']}): " \
+           f"fps median {r['fps_median']:.1f}, p5 {r['fps_p5']:.1f}"
+    if args.target_fps:
+        line += f" (target {args.target_fps:g})"
+    print(line)
+    if "psnr_y_sr" in r:
+        print(f"PSNR-Y: fitcast {r['psnr_y_sr']:.2f} dB, lanczos {r['psnr_y_lanczos']:.2f} dB "
+              f"({r['psnr_y_sr'] - r['psnr_y_lanczos']:+.2f} dB)")
+    return 0
+
+
+COMMANDS = {"encode": cmd_encode, "serve": cmd_serve, "play": cmd_play}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FitcastError as exc:
+        print(f"fitcast: error: {exc}", file=sys.stderr)
+        return 2 if exc.status < 500 else 1
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"fitcast: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fitcast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

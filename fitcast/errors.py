@@ -1,0 +1,104 @@
+"""Error classes.
+
+Every error fitcast raises on purpose derives from :class:`FitcastError` and also
+from the matching built-in (as PyAV does), so ``except ValueError`` keeps working
+for callers that do not know fitcast.  ``status`` is the HTTP status the server
+maps the error to; ``slug`` names the problem type in problem+json bodies.
+"""
+
+from __future__ import annotations
+
+
+class FitcastError(Exception):
+    """Base class of every fitcast error."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+
+class InvalidInputError(FitcastError, ValueError):
+    """A parameter or option is out of range or malformed."""
+
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class MediaError(FitcastError, ValueError):
+    """The media cannot be read: not a video, empty, truncated or corrupt."""
+
+    status = 422
+    slug = "invalid-media"
+    title = "Invalid media"
+
+
+class UnsupportedMediaError(MediaError):
+    """The media is readable but uses a container, codec or size fitcast refuses."""
+
+    status = 415
+    slug = "unsupported-media"
+    title = "Unsupported media"
+
+
+class ManifestError(FitcastError, ValueError):
+    """A manifest is malformed."""
+
+    status = 422
+    slug = "invalid-manifest"
+    title = "Invalid manifest"
+
+
+class UnsupportedFormatError(ManifestError):
+    """A manifest declares a format major version this reader does not know."""
+
+    slug = "unsupported-manifest-format"
+    title = "Unsupported manifest format"
+
+
+class IntegrityError(FitcastError, ValueError):
+    """Downloaded bytes do not match the sha256 the manifest names."""
+
+    status = 502
+    slug = "integrity"
+    title = "Integrity check failed"
+
+
+class NotFoundError(FitcastError, LookupError):
+    """A named asset, file or model does not exist."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class FetchError(FitcastError, ConnectionError):
+    """A remote resource could not be fetched."""
+
+    status = 502
+    slug = "fetch-failed"
+    title = "Fetch failed"
+
+
+class ToolError(FitcastError, RuntimeError):
+    """An external tool (ffmpeg) failed or timed out."""
+
+    status = 500
+    slug = "tool-failed"
+    title = "External tool failed"
+
+
+class TooLargeError(FitcastError, ValueError):
+    """An upload or input exceeds a configured limit."""
+
+    status = 413
+    slug = "too-large"
+    title = "Payload too large"
+
+
+class ConflictError(FitcastError, RuntimeError):
+    """The request conflicts with the resource's state (e.g. deleting a running job)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"

@@ -1,0 +1,154 @@
+"""The fitcast manifest (``format: "fitcast/1"``), shared by server and client.
+
+Readers ignore unknown fields and refuse a format major version they do not
+know.  URIs are relative to the manifest's own location.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fitcast.errors import ManifestError, UnsupportedFormatError
+
+FORMAT = "fitcast/1"
+SUPPORTED_MAJOR = 1
+LANCZOS = "lanczos"
+
+Method = Literal["stdo", "jstdo", "dydca"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class PatchSpec(_Model):
+    """The LR patch grid.
+
+    ``size`` is P (LR pixels), ``grid`` is [gw, gh] patches, ``overlap`` the
+    context (halo) in LR pixels read on every side of a patch when it is
+    upscaled; outputs never overlap.  The frame is padded by edge replication.
+    """
+
+    size: int = Field(gt=0)
+    grid: tuple[int, int]
+    overlap: int = Field(ge=0)
+
+
+class ModelEntry(_Model):
+    id: str
+    uri: str
+    sha256: str
+    bytes: int
+    arch: dict[str, Any]
+    params: int
+    macs_per_lr_px: int
+    precision: Literal["fp32", "int8", "bf16", "fp16"] = "fp32"
+    runtime_hint: str = "onnxruntime"
+    # What the network's output is added to: "lanczos" means the model predicts
+    # the residual over the lanczos upscale of the same LR frame.
+    residual: str = LANCZOS
+    group: int | None = None
+
+
+class SegmentQuality(_Model):
+    psnr_y_lanczos: float
+    psnr_y_sr: float
+
+
+class Segment(_Model):
+    index: int
+    uri: str
+    start: float
+    duration: float
+    frames: int
+    labels_uri: str
+    labels_sha256: str
+    routes: dict[str, str]
+    quality: SegmentQuality | None = None
+
+
+class Bits(_Model):
+    video: int
+    models: int
+    labels: int
+
+
+class Manifest(_Model):
+    format: str = FORMAT
+    asset_id: str
+    scale: int
+    hr: tuple[int, int]
+    lr: tuple[int, int]
+    fps: float
+    # [x, y, w, h] of the HR crop taken from the source (display orientation).
+    crop: tuple[int, int, int, int]
+    init_uri: str
+    patch: PatchSpec
+    method: Method
+    k: int
+    scorer: str
+    models: list[ModelEntry]
+    segments: list[Segment]
+    bits: Bits
+
+    @field_validator("format")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        check_format(value)
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: int) -> int:
+        if value not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, not {value}")
+        return value
+
+    def model(self, model_id: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.id == model_id:
+                return entry
+        raise ManifestError(f"manifest names no model {model_id!r}")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        return parse(text)
+
+
+_FORMAT_RE = re.compile(r"^fitcast/(\d+)(?:\.(\d+))?$")
+
+
+def check_format(value: str) -> None:
+    """Raise unless ``value`` is ``fitcast/<major>[.<minor>]`` with a known major."""
+    match = _FORMAT_RE.match(str(value))
+    if not match:
+        raise ManifestError(f"not a fitcast manifest: format {value!r}")
+    major = int(match.group(1))
+    if major != SUPPORTED_MAJOR:
+        raise UnsupportedFormatError(
+            f"manifest format {value!r} is not supported by this reader (knows fitcast/{SUPPORTED_MAJOR})"
+        )
+
+
+def parse(text: str | bytes) -> Manifest:
+    """Parse a manifest from JSON, with clear errors."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError("manifest must be a JSON object")
+    check_format(data.get("format", ""))
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ManifestError(f"invalid manifest at {where}: {first['msg']}") from None

@@ -1,0 +1,390 @@
+"""Media I/O: the one place that touches PyAV and the ffmpeg binary.
+
+Frames are RGB ``uint8`` arrays ``[h, w, 3]`` in display orientation (rotation
+flags applied).  Colour is BT.601 limited range both ways, so an encode and a
+decode of the same frames agree.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import av
+import cv2
+import numpy as np
+from PIL import Image
+
+from fitcast.errors import MediaError, ToolError, UnsupportedMediaError
+
+# Demuxers fitcast accepts for uploads: PyAV's format names are comma-joined lists.
+ALLOWED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts"})
+ALLOWED_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "ffv1", "prores", "mjpeg"}
+)
+_OPEN_OPTIONS = {"protocol_whitelist": "file,pipe"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits applied when probing untrusted media."""
+
+    max_pixels: int = 3840 * 2160
+    max_fps: float = 120.0
+    max_duration: float = 15 * 60.0
+    max_streams: int = 16
+    min_side: int = 64
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    container: str
+    codec: str
+    width: int  # display orientation
+    height: int
+    fps: Fraction
+    duration: float
+    frames: int  # estimate
+    rotation: int
+    has_audio: bool
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: the imageio-ffmpeg wheel's (it has libx264 and libvmaf), else PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        exe = shutil.which("ffmpeg")
+        if exe:
+            return exe
+    raise ToolError("no ffmpeg binary: install fitcast[server] (imageio-ffmpeg) or put ffmpeg on PATH")
+
+
+def _open(path: str | Path | IO[bytes], label: str | None = None, **kwargs) -> av.container.InputContainer:
+    label = label or str(path)
+    try:
+        if isinstance(path, (str, Path)):
+            p = Path(path)
+            if not p.is_file():
+                raise MediaError(f"{label}: no such file")
+            if p.stat().st_size == 0:
+                raise MediaError(f"{label}: empty file")
+            return av.open(str(p), options=_OPEN_OPTIONS, **kwargs)
+        return av.open(path, **kwargs)
+    except av.FFmpegError as exc:
+        raise MediaError(f"{label}: not a readable video ({exc.strerror or exc})") from None
+
+
+def probe(path: str | Path, limits: Limits = Limits(), *, name: str | None = None) -> MediaInfo:
+    """Read the container header and check it against ``limits``.
+
+    Raises :class:`MediaError` for unreadable input, :class:`UnsupportedMediaError`
+    for a container, codec or size fitcast refuses.  ``name`` is how the file is
+    called in error messages (default: its file name).
+    """
+    path = Path(path)
+    label = name or path.name
+    with _open(path, label=label) as container:
+        names = set(container.format.name.split(","))
+        if not names & ALLOWED_CONTAINERS:
+            raise UnsupportedMediaError(f"{label}: container {container.format.name!r} is not accepted")
+        if len(container.streams) > limits.max_streams:
+            raise UnsupportedMediaError(f"{label}: {len(container.streams)} streams (limit {limits.max_streams})")
+        if not container.streams.video:
+            raise MediaError(f"{label}: no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec not in ALLOWED_CODECS:
+            raise UnsupportedMediaError(f"{label}: video codec {codec!r} is not accepted")
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if not w or not h:
+            raise MediaError(f"{label}: video stream has no size")
+        if w * h > limits.max_pixels:
+            raise UnsupportedMediaError(f"{label}: {w}x{h} exceeds {limits.max_pixels} pixels")
+        if min(w, h) < limits.min_side:
+            raise UnsupportedMediaError(f"{label}: {w}x{h} is smaller than {limits.min_side} pixels a side")
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not fps or fps <= 0:
+            raise MediaError(f"{label}: unknown frame rate")
+        fps = Fraction(fps).limit_denominator(1001)
+        if float(fps) > limits.max_fps:
+            raise UnsupportedMediaError(f"{label}: {float(fps):.1f} fps exceeds {limits.max_fps}")
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        if duration > limits.max_duration:
+            raise UnsupportedMediaError(f"{label}: {duration:.0f} s exceeds {limits.max_duration:.0f} s")
+        # Decode one frame: catches truncated/corrupt files early and reads the rotation.
+        rotation = 0
+        try:
+            for frame in container.decode(stream):
+                rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+                break
+            else:
+                raise MediaError(f"{label}: the video stream has no decodable frame")
+        except av.FFmpegError as exc:
+            raise MediaError(f"{label}: cannot decode video ({exc.strerror or exc})") from None
+        if rotation in (90, 270):
+            w, h = h, w
+        frames = stream.frames or int(round(duration * float(fps)))
+        return MediaInfo(
+            path=path,
+            container=container.format.name,
+            codec=codec,
+            width=w,
+            height=h,
+            fps=fps,
+            duration=duration,
+            frames=frames,
+            rotation=rotation,
+            has_audio=bool(container.streams.audio),
+        )
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    img = frame.to_ndarray(format="rgb24")
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    if rotation:
+        # rotation is counter-clockwise degrees of the display matrix, as ffmpeg's autorotate applies it
+        img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+    return img
+
+
+def iter_frames(
+    source: str | Path | IO[bytes],
+    *,
+    crop: tuple[int, int, int, int] | None = None,
+    max_frames: int | None = None,
+    fmt: str | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode every video frame of ``source`` as RGB uint8, optionally cropped to (x, y, w, h)."""
+    kwargs = {"format": fmt} if fmt else {}
+    container = _open(source, **kwargs)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{source}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                img = _to_rgb(frame)
+                if crop is not None:
+                    x, y, w, h = crop
+                    if img.shape[1] < x + w or img.shape[0] < y + h:
+                        raise MediaError(f"frame {img.shape[1]}x{img.shape[0]} is smaller than crop {crop}")
+                    img = np.ascontiguousarray(img[y : y + h, x : x + w])
+                yield img
+                n += 1
+                if max_frames is not None and n >= max_frames:
+                    return
+        except av.FFmpegError as exc:
+            raise MediaError(f"{source}: decoding failed after {n} frames ({exc.strerror or exc})") from None
+    finally:
+        container.close()
+
+
+def decode_segment(init: bytes, segment: bytes) -> list[np.ndarray]:
+    """Decode one fMP4 media segment (with its init section) to RGB frames."""
+    return list(iter_frames(io.BytesIO(init + segment), fmt="mp4"))
+
+
+def center_crop(width: int, height: int, scale: int) -> tuple[int, int, int, int]:
+    """The (x, y, w, h) centre crop whose sides are multiples of 2*scale."""
+    m = 2 * scale
+    w, h = width - width % m, height - height % m
+    if w <= 0 or h <= 0:
+        raise UnsupportedMediaError(f"{width}x{height} is too small for scale {scale}")
+    return ((width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2, w, h)
+
+
+def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The fixed LR filter: antialiased bicubic (PIL, MATLAB ``imresize``-like)."""
+    h, w = hr.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"{w}x{h} is not a multiple of {scale}")
+    return np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC))
+
+
+def upscale(lr: np.ndarray, scale: int, method: str = "lanczos") -> np.ndarray:
+    """Classic upscaling of a whole frame: ``lanczos`` (cv2 Lanczos4) or ``bicubic``."""
+    interp = {"lanczos": cv2.INTER_LANCZOS4, "bicubic": cv2.INTER_CUBIC}[method]
+    h, w = lr.shape[:2]
+    return cv2.resize(lr, (w * scale, h * scale), interpolation=interp)
+
+
+# --------------------------------------------------------------------------- ffmpeg
+
+
+def run_ffmpeg(args: list[str], *, timeout: float = 600.0, stdin: bytes | None = None) -> str:
+    """Run ffmpeg in its own process group; kill the whole group on timeout."""
+    cmd = [ffmpeg_exe(), "-hide_banner", *(["-nostdin"] if stdin is None else []), "-y", *args]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise ToolError(f"ffmpeg timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise ToolError(f"ffmpeg failed ({proc.returncode}): {' | '.join(tail)}")
+    return err.decode(errors="replace")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def cut(src: str | Path, dst: str | Path, *, start: float, duration: float, crf: int = 12) -> Path:
+    """Cut ``duration`` seconds from ``start`` into a high-quality H.264 MP4 (video only)."""
+    dst = Path(dst)
+    run_ffmpeg(
+        ["-ss", f"{start}", "-i", str(src), "-t", f"{duration}", "-map", "0:v:0", "-c:v", "libx264",
+         "-preset", "fast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-an", "-sn", "-dn", str(dst)]
+    )
+    return dst
+
+
+@dataclass
+class HlsEncoder:
+    """Encode RGB frames to H.264 and package them as HLS with fMP4 segments.
+
+    Every segment is exactly ``segment_frames`` frames (the last may be shorter)
+    and starts with an IDR frame: one closed GOP per segment.  Frames are piped
+    raw to the ffmpeg binary, which encodes (libx264) and muxes.
+    """
+
+    out_dir: Path
+    width: int
+    height: int
+    fps: Fraction
+    segment_frames: int
+    crf: int = 23
+    x264_preset: str = "medium"
+    timeout: float = 3600.0
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    frames_written: int = field(default=0, init=False)
+
+    def __enter__(self) -> "HlsEncoder":
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        n = self.segment_frames
+        # Slightly below one GOP so that every keyframe starts a segment.
+        hls_time = (n - 0.5) / float(self.fps)
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
+            "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
+            "-c:v", "libx264", "-preset", self.x264_preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+            "-g", str(n), "-keyint_min", str(n), "-sc_threshold", "0", "-flags", "+cgop",
+            "-x264-params", f"scenecut=0:open-gop=0:keyint={n}:min-keyint={n}",
+            "-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
+            "-color_range", "tv",
+            "-f", "hls", "-hls_time", f"{hls_time:.4f}", "-hls_playlist_type", "vod",
+            "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+            "-hls_flags", "independent_segments",
+            "-hls_segment_filename", str(self.out_dir / "seg_%05d.m4s"),
+            str(self.out_dir / "lr.m3u8"),
+        ]
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frame {self.height}x{self.width}x3, got {frame.shape} {frame.dtype}")
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            self._fail()
+        self.frames_written += 1
+
+    def write_all(self, frames: Iterable[np.ndarray]) -> None:
+        for frame in frames:
+            self.write(frame)
+
+    def _fail(self) -> None:
+        assert self._proc is not None
+        _kill_group(self._proc)
+        err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+        raise ToolError(f"ffmpeg (HLS encode) failed: {err.splitlines()[-1] if err else 'no message'}")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if exc_type is not None:
+            _kill_group(proc)
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise ToolError("ffmpeg (HLS encode) timed out") from None
+        if proc.returncode != 0:
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            raise ToolError(f"ffmpeg (HLS encode) failed ({proc.returncode}): {err[-300:]}")
+
+
+def h264_codec_string(init: bytes) -> str:
+    """RFC 6381 ``avc1.PPCCLL`` of an H.264 init segment (read from its avcC box)."""
+    idx = init.find(b"avcC")
+    if idx < 0 or len(init) < idx + 8:
+        return "avc1.64001f"
+    profile, compat, level = init[idx + 5], init[idx + 6], init[idx + 7]
+    return f"avc1.{profile:02x}{compat:02x}{level:02x}"
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264 MP4 with PyAV (no ffmpeg binary needed)."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, *, crf: int = 18) -> None:
+        self.path = Path(path)
+        self._container = av.open(str(self.path), mode="w")
+        rate = Fraction(fps).limit_denominator(1001)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+
+    def write(self, frame: np.ndarray) -> None:
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,45 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fitcast import __version__
+from fitcast.config import Settings
+from server import problems
+from server.jobs import Dispatcher, JobStore
+from server.routes import assets, files
+
+
+def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
+    """Build the service over ``settings.root``; ``start_workers=False`` serves without encoding (tests)."""
+    settings = settings or Settings()
+    settings.assets_dir.mkdir(parents=True, exist_ok=True)
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.db_path)
+    dispatcher = Dispatcher(store, settings.model_dump_json(), workers=settings.job_workers, poll=settings.poll_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_workers:
+            dispatcher.start()
+        yield
+        dispatcher.stop()
+
+    app = FastAPI(title="fitcast", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.dispatcher = dispatcher
+    problems.install(app)
+    app.include_router(assets.router)
+    app.include_router(files.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    logging.getLogger("server").setLevel(logging.INFO)
+    return app

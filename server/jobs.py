@@ -1,0 +1,234 @@
+"""The job table (SQLite, WAL) and the dispatcher that runs encodes.
+
+One row per asset.  A job is ``queued`` until the dispatcher claims it
+(``processing``), then ``ready`` or ``errored``.  On start-up, jobs left
+``processing`` by a crash go back to ``queued`` and run again: every stage of the
+pipeline publishes by atomic rename, so a rerun never serves half-written files.
+
+Encodes run in spawned subprocesses (``server.worker``), so a crash in native
+code or a kill never takes the HTTP server down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS assets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT,
+    fraction REAL NOT NULL DEFAULT 0,
+    playable INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    options TEXT NOT NULL,
+    source_name TEXT,
+    source_bytes INTEGER,
+    source_sha256 TEXT,
+    idempotency_key TEXT UNIQUE,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+"""
+
+STATUSES = ("queued", "processing", "ready", "errored")
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Job:
+    seq: int
+    id: str
+    status: str
+    stage: str | None
+    fraction: float
+    playable: bool
+    error: dict[str, Any] | None
+    options: dict[str, Any]
+    source_name: str | None
+    source_bytes: int | None
+    source_sha256: str | None
+    idempotency_key: str | None
+    attempts: int
+    created: float
+    updated: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        d = dict(row)
+        d["playable"] = bool(d["playable"])
+        d["error"] = json.loads(d["error"]) if d["error"] else None
+        d["options"] = json.loads(d["options"])
+        return cls(**d)
+
+
+class JobStore:
+    """Thread-safe access to the job table; every call opens its own short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def create(self, asset_id: str, options: dict[str, Any], *, source_name: str, source_bytes: int,
+               source_sha256: str, idempotency_key: str | None) -> Job:
+        now = time.time()
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO assets (id, status, stage, options, source_name, source_bytes, source_sha256, "
+                "idempotency_key, created, updated) VALUES (?, 'queued', 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (asset_id, json.dumps(options), source_name, source_bytes, source_sha256, idempotency_key, now, now),
+            )
+        job = self.get(asset_id)
+        assert job is not None
+        return job
+
+    def get(self, asset_id: str) -> Job | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM assets WHERE idempotency_key = ?", (key,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def list(self, *, after_seq: int = 0, limit: int = 20) -> list[Job]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM assets WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def delete(self, asset_id: str) -> None:
+        with self._connect() as con:
+            con.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+
+    def progress(self, asset_id: str, stage: str, fraction: float, *, playable: bool | None = None) -> None:
+        with self._connect() as con:
+            if playable is None:
+                con.execute("UPDATE assets SET stage=?, fraction=?, updated=? WHERE id=?",
+                            (stage, fraction, time.time(), asset_id))
+            else:
+                con.execute("UPDATE assets SET stage=?, fraction=?, playable=?, updated=? WHERE id=?",
+                            (stage, fraction, int(playable), time.time(), asset_id))
+
+    def finish(self, asset_id: str, *, error: dict[str, Any] | None = None) -> None:
+        status = "errored" if error else "ready"
+        with self._connect() as con:
+            con.execute(
+                "UPDATE assets SET status=?, stage=?, fraction=?, error=?, updated=? WHERE id=?",
+                (status, "done" if not error else "failed", 1.0 if not error else None, json.dumps(error) if error else None,
+                 time.time(), asset_id),
+            )
+
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to processing."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute("SELECT * FROM assets WHERE status='queued' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                con.execute("COMMIT")
+                return None
+            con.execute(
+                "UPDATE assets SET status='processing', attempts=attempts+1, updated=? WHERE id=?",
+                (time.time(), row["id"]),
+            )
+            con.execute("COMMIT")
+        return self.get(row["id"])
+
+    def requeue_interrupted(self) -> list[str]:
+        """After a restart: jobs left 'processing' run again (or fail after MAX_ATTEMPTS)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT id, attempts FROM assets WHERE status='processing'").fetchall()
+            ids = []
+            for row in rows:
+                if row["attempts"] >= MAX_ATTEMPTS:
+                    err = {"type": "about:blank", "title": "Encode failed", "status": 500,
+                           "detail": f"interrupted {row['attempts']} times"}
+                    con.execute("UPDATE assets SET status='errored', error=?, updated=? WHERE id=?",
+                                (json.dumps(err), time.time(), row["id"]))
+                else:
+                    con.execute("UPDATE assets SET status='queued', stage='queued', updated=? WHERE id=?",
+                                (time.time(), row["id"]))
+                    ids.append(row["id"])
+        return ids
+
+
+class Dispatcher:
+    """Claims queued jobs and runs each in a spawned worker process."""
+
+    def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5) -> None:
+        self.store = store
+        self.settings_json = settings_json
+        self.workers = workers
+        self.poll = poll
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._procs: set[multiprocessing.process.BaseProcess] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        resumed = self.store.requeue_interrupted()
+        if resumed:
+            log.info("resuming interrupted jobs: %s", ", ".join(resumed))
+        for i in range(self.workers):
+            t = threading.Thread(target=self._loop, name=f"fitcast-dispatch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            p.terminate()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        from server.worker import run_job
+
+        ctx = multiprocessing.get_context("spawn")
+        while not self._stop.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                self._stop.wait(self.poll)
+                continue
+            proc = ctx.Process(target=run_job, args=(self.settings_json, job.id), name=f"fitcast-job-{job.id}")
+            proc.start()
+            with self._lock:
+                self._procs.add(proc)
+            while proc.is_alive() and not self._stop.is_set():
+                proc.join(self.poll)
+            with self._lock:
+                self._procs.discard(proc)
+            if self._stop.is_set():
+                return  # the job stays 'processing' and resumes at the next start
+            current = self.store.get(job.id)
+            if current is not None and current.status == "processing":
+                self.store.finish(job.id, error={"type": "about:blank", "title": "Encode failed", "status": 500,
+                                                  "detail": f"the encode worker exited with code {proc.exitcode}"})

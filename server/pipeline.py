@@ -1,0 +1,556 @@
+"""The encode flow (DESIGN §1): probe → LR HLS → analyse → groups → train → export → evaluate → publish.
+
+:func:`encode` is used by ``fitcast encode`` and by the service's job worker.
+Each stage publishes its output by atomic rename, so a crash never leaves a
+half-written file visible; scratch files live under ``work/`` and are removed
+at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import m3u8
+import numpy as np
+
+from chunking.grid import Grid, load_labels, save_labels
+from chunking.groups import assign_groups
+from chunking.score import lanczos_psnr_y, patch_sse_y
+from client.plan import FrameCanvas, add_residual, run_residual
+from client.runtime import OrtSession
+from fitcast.errors import InvalidInputError, MediaError
+from fitcast.manifest import FORMAT, LANCZOS, Bits, Manifest, ModelEntry, PatchSpec, Segment, SegmentQuality
+from fitcast.media import (
+    HlsEncoder,
+    Limits,
+    MediaInfo,
+    center_crop,
+    decode_segment,
+    downscale,
+    h264_codec_string,
+    iter_frames,
+    probe,
+    upscale,
+)
+from fitcast.metrics import psnr_y, ssim_y
+from fitcast.storage import AssetLayout, atomic_dir, atomic_write_text, put_content, validate_asset_id
+from server.compute import Executor, InlineExecutor
+
+log = logging.getLogger(__name__)
+
+Method = Literal["stdo", "jstdo", "dydca"]
+PresetName = Literal["fast", "balanced", "best"]
+SCORER = "lanczos-psnr-y"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model size and training budget of a preset."""
+
+    patch: int
+    channels: int
+    body: int
+    iterations: int
+    batch_size: int
+    samples_per_group: int
+
+
+PRESETS: dict[str, Preset] = {
+    "fast": Preset(patch=32, channels=16, body=1, iterations=300, batch_size=32, samples_per_group=2000),
+    "balanced": Preset(patch=32, channels=32, body=2, iterations=1500, batch_size=32, samples_per_group=6000),
+    "best": Preset(patch=32, channels=48, body=3, iterations=5000, batch_size=32, samples_per_group=20000),
+}
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    scale: int = 2
+    method: Method = "stdo"
+    k: int = 2
+    crf: int = 23
+    segment_seconds: float = 2.0
+    preset: PresetName = "balanced"
+    x264_preset: str = "medium"
+    seed: int = 0
+    # Override the preset's training iterations (tests use tiny budgets).
+    iterations: int | None = None
+
+    def validate(self) -> "EncodeOptions":
+        if self.scale not in (2, 3, 4):
+            raise InvalidInputError(f"scale must be 2, 3 or 4, not {self.scale}")
+        if self.method != "stdo":
+            raise InvalidInputError(f"method {self.method!r} is not available yet; use stdo")
+        if not 1 <= self.k <= 16:
+            raise InvalidInputError(f"k must be between 1 and 16, not {self.k}")
+        if not 0 <= self.crf <= 51:
+            raise InvalidInputError(f"crf must be between 0 and 51, not {self.crf}")
+        if not 0.5 <= self.segment_seconds <= 20:
+            raise InvalidInputError(f"segment seconds must be between 0.5 and 20, not {self.segment_seconds}")
+        if self.preset not in PRESETS:
+            raise InvalidInputError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if self.iterations is not None and self.iterations < 1:
+            raise InvalidInputError("iterations must be positive")
+        return self
+
+
+ProgressFn = Callable[[str, float], None]
+
+# Stage weights for the overall progress fraction.
+STAGES: dict[str, float] = {
+    "probe": 0.01,
+    "transcode": 0.09,
+    "analyse": 0.08,
+    "sample": 0.04,
+    "train": 0.60,
+    "export": 0.02,
+    "evaluate": 0.15,
+    "publish": 0.01,
+}
+
+
+class Progress:
+    """Maps (stage, fraction of the stage) to an overall fraction for a callback."""
+
+    def __init__(self, callback: ProgressFn | None) -> None:
+        self.callback = callback
+        self._offsets: dict[str, float] = {}
+        acc = 0.0
+        for name, weight in STAGES.items():
+            self._offsets[name] = acc
+            acc += weight
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.callback is None:
+            return
+        overall = self._offsets[stage] + STAGES[stage] * min(max(fraction, 0.0), 1.0)
+        self.callback(stage, min(overall, 1.0))
+
+
+@dataclass
+class _Seg:
+    index: int
+    uri: str
+    start: float
+    duration: float
+    frames: int = 0
+    labels: np.ndarray | None = None
+
+
+def _segments_of(hls_dir: Path) -> list[_Seg]:
+    playlist = m3u8.load(str(hls_dir / "lr.m3u8"))
+    segs, t = [], 0.0
+    for i, seg in enumerate(playlist.segments):
+        segs.append(_Seg(index=i, uri=seg.uri, start=t, duration=float(seg.duration)))
+        t += float(seg.duration)
+    if not segs:
+        raise MediaError("the LR encode produced no segments")
+    return segs
+
+
+def _segment_frames(hls_dir: Path, seg: _Seg) -> list[np.ndarray]:
+    init = (hls_dir / "init.mp4").read_bytes()
+    return decode_segment(init, (hls_dir / seg.uri).read_bytes())
+
+
+def _paired_frames(source: Path, crop, hls_dir: Path, segs: list[_Seg]) -> Iterator[tuple[_Seg, list[np.ndarray], list[np.ndarray]]]:
+    """Yield (segment, decoded LR frames, source HR frames) in lockstep."""
+    hr_iter = iter_frames(source, crop=crop)
+    for seg in segs:
+        lr = _segment_frames(hls_dir, seg)
+        hr = []
+        for _ in lr:
+            try:
+                hr.append(next(hr_iter))
+            except StopIteration:
+                raise MediaError("the LR rendition has more frames than the source") from None
+        yield seg, lr, hr
+
+
+def write_master(hls_dir: Path, *, width: int, height: int, fps: float, bandwidth: int, codec: str) -> None:
+    text = "\n".join(
+        [
+            "#EXTM3U",
+            "#EXT-X-VERSION:7",
+            "#EXT-X-INDEPENDENT-SEGMENTS",
+            '#EXT-X-SESSION-DATA:DATA-ID="com.fitcast.manifest",URI="../sr/manifest.json"',
+            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},AVERAGE-BANDWIDTH={bandwidth},'
+            f'RESOLUTION={width}x{height},FRAME-RATE={fps:.3f},CODECS="{codec}"',
+            "lr.m3u8",
+            "",
+        ]
+    )
+    atomic_write_text(hls_dir / "master.m3u8", text)
+
+
+def encode(
+    source: str | Path,
+    out_dir: str | Path,
+    options: EncodeOptions = EncodeOptions(),
+    *,
+    asset_id: str | None = None,
+    progress: ProgressFn | None = None,
+    executor: Executor | None = None,
+    limits: Limits = Limits(),
+) -> Manifest:
+    """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest."""
+    # Heavy, server-only imports stay local so that importing this module is cheap.
+    from sr_models.archs import build_from_spec
+    from sr_models.archs.espcn import macs_per_lr_px, receptive_radius
+    from sr_models.export import count_params, load_model, to_onnx_bytes
+    from sr_models.train import TrainSpec, save_samples, train
+
+    options = options.validate()
+    preset = PRESETS[options.preset]
+    source, out_dir = Path(source), Path(out_dir)
+    asset_id = validate_asset_id(asset_id or _slug(out_dir.name))
+    layout = AssetLayout(out_dir)
+    prog = Progress(progress)
+    executor = executor or InlineExecutor()
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    # ---- probe
+    prog("probe", 0.0)
+    info: MediaInfo = probe(source, limits)
+    s = options.scale
+    crop = center_crop(info.width, info.height, s)
+    hr_w, hr_h = crop[2], crop[3]
+    lr_w, lr_h = hr_w // s, hr_h // s
+    if min(lr_w, lr_h) < preset.patch:
+        raise InvalidInputError(f"{info.width}x{info.height} is too small for scale {s} (LR {lr_w}x{lr_h})")
+    fps = info.fps
+    seg_frames = max(1, round(options.segment_seconds * float(fps)))
+    prog("probe", 1.0)
+
+    # ---- transcode: HR crop -> LR -> H.264 HLS (fMP4, one closed GOP per segment)
+    t0 = time.perf_counter()
+    expected = max(1, info.frames)
+    with atomic_dir(layout.hls) as hls_tmp:
+        with HlsEncoder(hls_tmp, lr_w, lr_h, fps, seg_frames, crf=options.crf, x264_preset=options.x264_preset) as enc:
+            for i, hr in enumerate(iter_frames(source, crop=crop)):
+                enc.write(downscale(hr, s))
+                if i % 10 == 0:
+                    prog("transcode", i / expected)
+        n_frames = enc.frames_written
+        if n_frames == 0:
+            raise MediaError(f"{source.name}: no frames decoded")
+        video_bytes = sum(p.stat().st_size for p in hls_tmp.glob("*.m4s")) + (hls_tmp / "init.mp4").stat().st_size
+        duration = n_frames / float(fps)
+        write_master(
+            hls_tmp,
+            width=lr_w,
+            height=lr_h,
+            fps=float(fps),
+            bandwidth=int(video_bytes * 8 / duration * 1.2),
+            codec=h264_codec_string((hls_tmp / "init.mp4").read_bytes()),
+        )
+    seconds["transcode"] = time.perf_counter() - t0
+    prog("transcode", 1.0)
+
+    # ---- analyse: difficulty of every patch of the *decoded* LR
+    t0 = time.perf_counter()
+    radius = receptive_radius(preset.body)
+    grid = Grid(lr_w, lr_h, preset.patch, radius)
+    segs = _segments_of(layout.hls)
+    seg_scores: list[np.ndarray] = []
+    done = 0
+    for seg, lr_frames, hr_frames in _paired_frames(source, crop, layout.hls, segs):
+        seg.frames = len(lr_frames)
+        seg_scores.append(np.stack([lanczos_psnr_y(lr, hr, grid, s) for lr, hr in zip(lr_frames, hr_frames)]))
+        done += seg.frames
+        prog("analyse", done / n_frames)
+    if sum(seg.frames for seg in segs) != n_frames:
+        raise MediaError(f"decoded {sum(seg.frames for seg in segs)} LR frames, encoded {n_frames}")
+    k = min(options.k, sum(sc.size for sc in seg_scores))
+    labels_all, thresholds = assign_groups(np.concatenate(seg_scores), k)
+    offset = 0
+    for seg in segs:
+        seg.labels = labels_all[offset : offset + seg.frames]
+        offset += seg.frames
+    seconds["analyse"] = time.perf_counter() - t0
+
+    # ---- sample: (LR window, HR residual over lanczos) pairs per group
+    t0 = time.perf_counter()
+    work = layout.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rng = np.random.default_rng(options.seed)
+    flat = labels_all.reshape(-1)
+    chosen = np.zeros(flat.size, dtype=bool)
+    for g in range(k):
+        idx = np.flatnonzero(flat == g)
+        take = min(idx.size, preset.samples_per_group)
+        chosen[rng.choice(idx, size=take, replace=False)] = True
+    chosen = chosen.reshape(labels_all.shape)
+    per_group_lr: list[list[np.ndarray]] = [[] for _ in range(k)]
+    per_group_res: list[list[np.ndarray]] = [[] for _ in range(k)]
+    frame0 = 0
+    for seg, lr_frames, hr_frames in _paired_frames(source, crop, layout.hls, segs):
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+            pick = chosen[frame0 + j]
+            if not pick.any():
+                continue
+            base = upscale(lr, s, "lanczos")
+            windows = grid.windows(grid.pad(lr))
+            hr_blocks = grid.hr_blocks(hr, s)
+            base_blocks = grid.hr_blocks(base, s)
+            lab = seg.labels[j]
+            for g in range(k):
+                rows, cols = np.nonzero(pick & (lab == g))
+                if rows.size:
+                    per_group_lr[g].append(windows[rows, cols].copy())
+                    per_group_res[g].append(hr_blocks[rows, cols].astype(np.int16) - base_blocks[rows, cols])
+        frame0 += seg.frames
+        prog("sample", frame0 / n_frames)
+    arch = {"name": "espcn_r", "scale": s, "channels": preset.channels, "body": preset.body}
+    iterations = options.iterations or preset.iterations
+    specs = []
+    for g in range(k):
+        sample_path = work / f"samples_g{g}.npz"
+        save_samples(sample_path, np.concatenate(per_group_lr[g]), np.concatenate(per_group_res[g]))
+        specs.append(
+            TrainSpec(
+                samples=sample_path,
+                out=work / f"model_g{g}.pt",
+                arch=arch,
+                overlap=radius,
+                iterations=iterations,
+                batch_size=preset.batch_size,
+                seed=options.seed + g,
+            )
+        )
+    del per_group_lr, per_group_res
+    seconds["sample"] = time.perf_counter() - t0
+
+    # ---- train: one model per group (STDO)
+    t0 = time.perf_counter()
+    prog("train", 0.0)
+    results: dict[int, Any] = {}
+    for i, result in executor.map_unordered(train, specs):
+        results[i] = result
+        prog("train", len(results) / len(specs))
+    seconds["train"] = time.perf_counter() - t0
+
+    # ---- export ONNX
+    t0 = time.perf_counter()
+    model_ids = [f"stdo-g{g}" for g in range(k)]
+    onnx_bytes: dict[str, bytes] = {}
+    params = count_params(build_from_spec(arch))
+    for g, mid in enumerate(model_ids):
+        net = load_model(arch, specs[g].out)
+        onnx_bytes[mid] = to_onnx_bytes(net, sample_hw=(grid.window, grid.window))
+    seconds["export"] = time.perf_counter() - t0
+    prog("export", 1.0)
+
+    # ---- evaluate: per-segment do-no-harm gate and the quality report
+    t0 = time.perf_counter()
+    sessions = {mid: OrtSession(b) for mid, b in onnx_bytes.items()}
+    seg_reports: list[dict[str, Any]] = []
+    frame_psnr = {"lanczos": [], "bicubic": [], "sr": []}
+    frame_ssim = {"lanczos": [], "sr": []}
+    routes_per_seg: list[dict[str, str]] = []
+    done = 0
+    for seg, lr_frames, hr_frames in _paired_frames(source, crop, layout.hls, segs):
+        sse_model = np.zeros(k)
+        sse_base = np.zeros(k)
+        sr_frames, base_frames = [], []
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+            base = upscale(lr, s, "lanczos")
+            windows = grid.windows(grid.pad(lr))
+            # the same canvas arithmetic as the player
+            upscaler_frame = _compose_all(base, windows, seg.labels[j], sessions, model_ids, grid, s)
+            p_base = patch_sse_y(base, hr, grid, s)
+            p_sr = patch_sse_y(upscaler_frame, hr, grid, s)
+            for g in range(k):
+                m = seg.labels[j] == g
+                sse_base[g] += p_base[m].sum()
+                sse_model[g] += p_sr[m].sum()
+            sr_frames.append(upscaler_frame)
+            base_frames.append(base)
+        routes = {str(g): (model_ids[g] if sse_model[g] < sse_base[g] else LANCZOS) for g in range(k)}
+        routes_per_seg.append(routes)
+        seg_psnr_l, seg_psnr_sr = [], []
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+            final = _apply_routes(base_frames[j], sr_frames[j], seg.labels[j], routes, grid, s)
+            pl, psr = psnr_y(base_frames[j], hr), psnr_y(final, hr)
+            seg_psnr_l.append(pl)
+            seg_psnr_sr.append(psr)
+            frame_psnr["lanczos"].append(pl)
+            frame_psnr["sr"].append(psr)
+            frame_psnr["bicubic"].append(psnr_y(upscale(lr, s, "bicubic"), hr))
+            frame_ssim["lanczos"].append(ssim_y(base_frames[j], hr))
+            frame_ssim["sr"].append(ssim_y(final, hr))
+        seg_reports.append(
+            {
+                "index": seg.index,
+                "frames": seg.frames,
+                "psnr_y_lanczos": float(np.mean(seg_psnr_l)),
+                "psnr_y_sr": float(np.mean(seg_psnr_sr)),
+                "routes": routes,
+            }
+        )
+        done += seg.frames
+        prog("evaluate", done / n_frames)
+    seconds["evaluate"] = time.perf_counter() - t0
+
+    # ---- publish: sr/ (models, labels, manifest) then report/
+    t0 = time.perf_counter()
+    used_models = sorted({m for r in routes_per_seg for m in r.values() if m != LANCZOS})
+    with atomic_dir(layout.sr) as sr_tmp:
+        model_entries = []
+        model_bytes = 0
+        for g, mid in enumerate(model_ids):
+            if mid not in used_models:
+                continue
+            path, digest = put_content(sr_tmp / "models", onnx_bytes[mid], "onnx")
+            model_bytes += len(onnx_bytes[mid])
+            model_entries.append(
+                ModelEntry(
+                    id=mid,
+                    uri=f"models/{path.name}",
+                    sha256=digest,
+                    bytes=len(onnx_bytes[mid]),
+                    arch=arch,
+                    params=params,
+                    macs_per_lr_px=macs_per_lr_px(s, preset.channels, preset.body),
+                    precision="fp32",
+                    runtime_hint="onnxruntime",
+                    group=g,
+                )
+            )
+        segments, label_bytes = [], 0
+        for seg, routes, rep in zip(segs, routes_per_seg, seg_reports):
+            data = save_labels(seg.labels)
+            path, digest = put_content(sr_tmp / "labels", data, "npz")
+            label_bytes += len(data)
+            segments.append(
+                Segment(
+                    index=seg.index,
+                    uri=f"../hls/{seg.uri}",
+                    start=seg.start,
+                    duration=seg.duration,
+                    frames=seg.frames,
+                    labels_uri=f"labels/{path.name}",
+                    labels_sha256=digest,
+                    routes=routes,
+                    quality=SegmentQuality(psnr_y_lanczos=rep["psnr_y_lanczos"], psnr_y_sr=rep["psnr_y_sr"]),
+                )
+            )
+        bits = Bits(video=video_bytes * 8, models=model_bytes * 8, labels=label_bytes * 8)
+        manifest = Manifest(
+            format=FORMAT,
+            asset_id=asset_id,
+            scale=s,
+            hr=(hr_w, hr_h),
+            lr=(lr_w, lr_h),
+            fps=float(fps),
+            crop=crop,
+            init_uri="../hls/init.mp4",
+            patch=PatchSpec(size=grid.patch, grid=(grid.gw, grid.gh), overlap=grid.overlap),
+            method=options.method,
+            k=k,
+            scorer=SCORER,
+            models=model_entries,
+            segments=segments,
+            bits=bits,
+        )
+        atomic_write_text(sr_tmp / "manifest.json", manifest.to_json())
+
+    seconds["publish"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    report = {
+        "scale": s,
+        "method": options.method,
+        "k": k,
+        "preset": options.preset,
+        "frames": n_frames,
+        "source": {"width": info.width, "height": info.height, "fps": float(fps), "codec": info.codec},
+        "hr": [hr_w, hr_h],
+        "lr": [lr_w, lr_h],
+        "crf": options.crf,
+        "psnr_y_lanczos": float(np.mean(frame_psnr["lanczos"])),
+        "psnr_y_bicubic": float(np.mean(frame_psnr["bicubic"])),
+        "psnr_y_sr": float(np.mean(frame_psnr["sr"])),
+        "ssim_y_lanczos": float(np.mean(frame_ssim["lanczos"])),
+        "ssim_y_sr": float(np.mean(frame_ssim["sr"])),
+        "bits": bits.model_dump(),
+        "bitrate_kbps": {kk: v / duration / 1000 for kk, v in bits.model_dump().items()},
+        "seconds": seconds,
+        "scorer": SCORER,
+        "thresholds_db": thresholds,
+        "arch": arch,
+        "train": [results[i].to_dict() | {"model": model_ids[i]} for i in range(k)],
+        "segments": seg_reports,
+        "frame_psnr_y": frame_psnr,
+    }
+    with atomic_dir(layout.report) as rep_tmp:
+        atomic_write_text(rep_tmp / "quality.json", json.dumps(report, indent=2))
+        _plot_report(report, rep_tmp)
+    shutil.rmtree(work, ignore_errors=True)
+    prog("publish", 1.0)
+    return manifest
+
+
+def _compose_all(base, windows, labels, sessions, model_ids, grid: Grid, s: int) -> np.ndarray:
+    """Apply every group's model to its patches (the candidate 'all SR' frame)."""
+    canvas = FrameCanvas(grid, s)
+    canvas.set_base(base)
+    for g, mid in enumerate(model_ids):
+        rows, cols = np.nonzero(labels == g)
+        if rows.size:
+            residual = run_residual(sessions[mid], windows[rows, cols], grid, s)
+            canvas.blocks[rows, cols] = add_residual(canvas.blocks[rows, cols], residual)
+    return canvas.frame.copy()
+
+
+def _apply_routes(base, sr, labels, routes: dict[str, str], grid: Grid, s: int) -> np.ndarray:
+    """Per patch: the model's output where its group routes to a model, lanczos elsewhere."""
+    use_model = np.array([routes[str(g)] != LANCZOS for g in range(len(routes))])[labels]
+    ps = grid.patch * s
+    mask = np.repeat(np.repeat(use_model, ps, axis=0), ps, axis=1)[: base.shape[0], : base.shape[1]]
+    return np.where(mask[..., None], sr, base)
+
+
+def _plot_report(report: dict[str, Any], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib is in the server extra; the report JSON is what matters
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fp = report["frame_psnr_y"]
+    axes[0].plot(fp["lanczos"], label=f"lanczos ({report['psnr_y_lanczos']:.2f} dB)", lw=1)
+    axes[0].plot(fp["bicubic"], label=f"bicubic ({report['psnr_y_bicubic']:.2f} dB)", lw=1, alpha=0.6)
+    axes[0].plot(fp["sr"], label=f"fitcast {report['method']} ({report['psnr_y_sr']:.2f} dB)", lw=1.5)
+    axes[0].set_xlabel("frame")
+    axes[0].set_ylabel("PSNR-Y (dB)")
+    axes[0].set_title(f"x{report['scale']}, per frame")
+    axes[0].legend(fontsize=8)
+    segs = report["segments"]
+    idx = np.arange(len(segs))
+    axes[1].bar(idx - 0.2, [sg["psnr_y_lanczos"] for sg in segs], 0.4, label="lanczos")
+    axes[1].bar(idx + 0.2, [sg["psnr_y_sr"] for sg in segs], 0.4, label="fitcast")
+    lo = min(min(sg["psnr_y_lanczos"] for sg in segs), min(sg["psnr_y_sr"] for sg in segs))
+    axes[1].set_ylim(lo - 1, None)
+    axes[1].set_xlabel("segment")
+    axes[1].set_title("per segment")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "psnr.png", dpi=110)
+    plt.close(fig)
+
+
+def _slug(name: str) -> str:
+    import re
+
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:64]
+    return slug if len(slug) >= 3 else f"asset-{slug or 'x'}"

@@ -1,0 +1,55 @@
+"""RFC 9457 problem+json for every error, unknown routes included."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fitcast.errors import FitcastError
+
+log = logging.getLogger(__name__)
+PROBLEM_BASE = "https://fitcast.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str | None = None, *, slug: str | None = None,
+            instance: str | None = None, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + slug if slug else "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
+           415: "Unsupported media type", 422: "Invalid input", 500: "Internal error"}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FitcastError)
+    async def _fitcast(request: Request, exc: FitcastError) -> JSONResponse:
+        return problem(exc.status, exc.title, str(exc), slug=exc.slug, instance=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail, instance=request.url.path,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        return problem(422, "Invalid input", f"{'.'.join(first['loc'])}: {first['msg']}", slug="invalid-input",
+                       instance=request.url.path, errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "Internal error", "an unexpected error occurred", instance=request.url.path)

@@ -1,0 +1,53 @@
+"""An asset's files: ``/v1/assets/{id}/hls/…``, ``/sr/…``, ``/report/…``.
+
+Range requests, ETag with If-None-Match → 304, and ``Cache-Control: immutable``
+for content-addressed files (models and label maps).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from fitcast.errors import InvalidInputError, NotFoundError
+from fitcast.storage import resolve_inside, validate_asset_id
+
+router = APIRouter(prefix="/v1/assets", tags=["files"])
+
+MEDIA_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".json": "application/json",
+    ".onnx": "application/octet-stream",
+    ".pte": "application/octet-stream",
+    ".npz": "application/octet-stream",
+    ".png": "image/png",
+}
+
+
+@router.api_route("/{asset_id}/{area}/{path:path}", methods=["GET", "HEAD"], name="asset_file")
+def asset_file(request: Request, asset_id: str, area: Literal["hls", "sr", "report"], path: str) -> Response:
+    try:
+        validate_asset_id(asset_id)
+    except InvalidInputError:
+        raise NotFoundError("no such file") from None
+    settings = request.app.state.settings
+    area_dir = settings.assets_dir / asset_id / area
+    target = resolve_inside(area_dir, path)
+    if not target.is_file() or any(part.startswith(".") for part in target.relative_to(area_dir.resolve()).parts):
+        raise NotFoundError(f"no file {area}/{path} in asset {asset_id}")
+    immutable = area == "sr" and target.parent.name in ("models", "labels")
+    stat = target.stat()
+    etag = f'"{target.stem}"' if immutable else f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    headers = {
+        "etag": etag,
+        "cache-control": "public, max-age=31536000, immutable" if immutable else "no-cache",
+        "access-control-allow-origin": "*",
+    }
+    inm = request.headers.get("if-none-match")
+    if inm and etag in [t.strip() for t in inm.split(",")] or inm == "*":
+        return Response(status_code=304, headers=headers)
+    return FileResponse(target, media_type=MEDIA_TYPES.get(target.suffix, "application/octet-stream"), headers=headers)

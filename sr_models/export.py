@@ -1,0 +1,48 @@
+"""Export trained models to ONNX (fp32).
+
+The graph takes ``input`` float32[N, 3, H, W] (LR RGB in [0, 1]) and returns
+``residual`` float32[N, 3, sH, sW]; N, H and W are dynamic so one file serves
+patch batches of any size and whole frames.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sr_models.archs import build_from_spec
+
+
+def load_model(arch: dict[str, Any], state: Path | bytes) -> torch.nn.Module:
+    model = build_from_spec(arch)
+    src = io.BytesIO(state) if isinstance(state, bytes) else state
+    model.load_state_dict(torch.load(src, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def to_onnx_bytes(model: torch.nn.Module, *, sample_hw: tuple[int, int] = (40, 40), opset: int = 17) -> bytes:
+    """Serialise ``model`` as ONNX bytes with dynamic batch and spatial axes."""
+    model = model.eval().float()
+    x = torch.rand(2, 3, *sample_hw)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            buf,
+            input_names=["input"],
+            output_names=["residual"],
+            dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "residual": {0: "n", 2: "sh", 3: "sw"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,147 @@
+"""Overfit one SR model to (decoded LR, HR) patch pairs.
+
+:func:`train` is a pure function of a :class:`TrainSpec`: it reads the sample
+file, writes the state dict atomically and returns a :class:`TrainResult`.  That
+makes it the unit a process pool or Ray fans out, and safe to retry.
+
+Samples (``.npz``): ``lr`` uint8[N, W, W, 3] LR windows (patch + overlap on each
+side) and ``res`` int16[N, P*s, P*s, 3], the HR patch minus the lanczos upscale
+of the frame over that patch.  The loss is L1 on the central P*s x P*s output.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sr_models.archs import build_from_spec
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    samples: Path
+    out: Path
+    arch: dict[str, Any]
+    overlap: int
+    iterations: int = 1500
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_min: float = 1e-5
+    seed: int = 0
+    threads: int = 0  # 0: leave torch's default
+    bf16: bool = True
+    init: Path | None = None  # warm start from this state dict
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    iterations: int
+    seconds: float
+    it_per_s: float
+    samples: int
+    loss_first: float
+    loss_last: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    with np.load(path, allow_pickle=False) as npz:
+        lr = torch.from_numpy(npz["lr"]).permute(0, 3, 1, 2).float().div_(255.0)
+        res = torch.from_numpy(npz["res"]).permute(0, 3, 1, 2).float().div_(255.0)
+    return lr.contiguous(memory_format=torch.channels_last), res.contiguous()
+
+
+def save_samples(path: Path, lr: np.ndarray, res: np.ndarray) -> None:
+    from fitcast.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, lr=lr, res=res)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Overfit the network described by ``spec.arch`` to ``spec.samples``."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed)
+    lr_x, res_y = load_samples(spec.samples)
+    n = lr_x.shape[0]
+    if n == 0:
+        raise ValueError(f"{spec.samples}: no samples")
+    scale = int(spec.arch["scale"])
+    o = spec.overlap * scale
+    ps = res_y.shape[-1]
+
+    model = build_from_spec(spec.arch)
+    if spec.init is not None:
+        model.load_state_dict(torch.load(spec.init, map_location="cpu", weights_only=True))
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    total = max(1, spec.iterations)
+
+    def lr_at(i: int) -> float:
+        return spec.lr_min + 0.5 * (spec.lr - spec.lr_min) * (1 + math.cos(math.pi * i / total))
+
+    curve: list[tuple[int, float]] = []
+    first = last = float("nan")
+    running = 0.0
+    t0 = time.perf_counter()
+    bs = min(spec.batch_size, n)
+    for it in range(total):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it)
+        idx = torch.randint(0, n, (bs,), generator=gen)
+        x, y = lr_x[idx], res_y[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
+            out = model(x)
+        out = out.float()[:, :, o : o + ps, o : o + ps]
+        loss = F.l1_loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        running = value if it == 0 else 0.98 * running + 0.02 * value
+        if it == 0:
+            first = value
+        if (it + 1) % 50 == 0 or it + 1 == total:
+            curve.append((it + 1, running))
+            if progress is not None:
+                progress(it + 1, total, running)
+        last = running
+    seconds = time.perf_counter() - t0
+
+    from fitcast.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(model.eval().state_dict(), buf)
+    atomic_write_bytes(spec.out, buf.getvalue())
+    return TrainResult(
+        out=spec.out,
+        iterations=total,
+        seconds=seconds,
+        it_per_s=total / seconds if seconds > 0 else float("inf"),
+        samples=n,
+        loss_first=first,
+        loss_last=last,
+        curve=curve,
+    )
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
