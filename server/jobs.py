@@ -137,13 +137,13 @@ class JobStore:
                             (stage, fraction, int(playable), time.time(), asset_id))
 
     def finish(self, asset_id: str, *, error: dict[str, Any] | None = None) -> None:
-        status = "errored" if error else "ready"
         with self._connect() as con:
-            con.execute(
-                "UPDATE assets SET status=?, stage=?, fraction=?, error=?, updated=? WHERE id=?",
-                (status, "done" if not error else "failed", 1.0 if not error else None, json.dumps(error) if error else None,
-                 time.time(), asset_id),
-            )
+            if error:
+                con.execute("UPDATE assets SET status='errored', error=?, updated=? WHERE id=?",
+                            (json.dumps(error), time.time(), asset_id))
+            else:
+                con.execute("UPDATE assets SET status='ready', stage='done', fraction=1.0, playable=1, error=NULL, "
+                            "updated=? WHERE id=?", (time.time(), asset_id))
 
     def claim_next(self) -> Job | None:
         """Atomically move the oldest queued job to processing."""

@@ -1,0 +1,47 @@
+"""Shared fixtures: real clips from ../shared/media, cut short; one small encode reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fitcast.media import cut
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
+
+
+def media(name: str) -> Path:
+    path = MEDIA / name
+    if not path.is_file():
+        pytest.fail(f"test clip {path} is missing: ../shared/media must sit beside the repository (or set FITCAST_MEDIA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def leaf_piece(clips) -> Path:
+    """1 s (30 frames) of leaf at 1280x720, from 3 s in."""
+    return cut(media("leaf_720p_pyscenedetect.mp4"), clips / "leaf_1s.mp4", start=3.0, duration=1.0)
+
+
+@pytest.fixture(scope="session")
+def bear_piece(clips) -> Path:
+    """1 s of bear (854x480, very detailed camera footage)."""
+    return cut(media("bear_480p_cotracker.mp4"), clips / "bear_1s.mp4", start=0.5, duration=1.0)
+
+
+@pytest.fixture(scope="session")
+def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
+    """A small stdo encode of the leaf piece: 0.5 s segments (2 segments), k=2, a tiny training budget."""
+    from server.pipeline import EncodeOptions, encode
+
+    out = tmp_path_factory.mktemp("assets") / "leaf"
+    encode(leaf_piece, out, EncodeOptions(scale=2, k=2, segment_seconds=0.5, preset="fast", iterations=150))
+    return out

@@ -1,0 +1,99 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chunking.grid import Grid, load_labels
+from client.fetch import Fetcher, open_asset
+from client.plan import RoutedUpscaler, add_residual, run_residual
+from client.player import PlayOptions, play
+from client.runtime import OrtSession
+from fitcast.errors import IntegrityError, NotFoundError
+from fitcast.media import decode_segment, upscale
+
+
+def _first_frames(asset_dir):
+    asset = open_asset(str(asset_dir), Fetcher(cache_dir=asset_dir.parent / "cache"))
+    m = asset.manifest
+    seg = m.segments[0]
+    frames = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))
+    labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+    sessions = {e.id: OrtSession(asset.read(e.uri, e.sha256)) for e in m.models}
+    return m, seg, frames, labels, sessions
+
+
+def test_all_lanczos_routes_equal_whole_frame_lanczos(leaf_asset):
+    m, seg, frames, labels, sessions = _first_frames(leaf_asset)
+    up = RoutedUpscaler(m, sessions)
+    routes = {str(g): "lanczos" for g in range(m.k)}
+    for j in (0, 7):
+        out = up.upscale(frames[j], labels[j], routes)
+        assert (out == upscale(frames[j], 2, "lanczos")).all()
+
+
+def test_batched_routing_equals_naive_per_patch_path(leaf_asset):
+    m, seg, frames, labels, sessions = _first_frames(leaf_asset)
+    assert m.models, "the tiny encode should have produced at least one model"
+    routes = {str(g): (m.models[0].id if g % 2 == 0 else "lanczos") for g in range(m.k)}
+    up = RoutedUpscaler(m, sessions)
+    lr, lab = frames[3], labels[3]
+    fast = up.upscale(lr, lab, routes).copy()
+    # naive: one model call per patch, pasted with plain slicing
+    grid = Grid(m.lr[0], m.lr[1], m.patch.size, m.patch.overlap)
+    s, ps = m.scale, m.patch.size * m.scale
+    naive = upscale(lr, s, "lanczos")
+    windows = grid.windows(grid.pad(lr))
+    for r in range(grid.gh):
+        for c in range(grid.gw):
+            target = routes[str(lab[r, c])]
+            if target == "lanczos":
+                continue
+            res = run_residual(sessions[target], windows[r : r + 1, c], grid, s)[0]
+            y0, x0 = r * ps, c * ps
+            h, w = naive[y0 : y0 + ps, x0 : x0 + ps].shape[:2]
+            naive[y0 : y0 + h, x0 : x0 + w] = add_residual(naive[y0 : y0 + h, x0 : x0 + w], res[:h, :w])
+    diff = np.abs(fast.astype(int) - naive)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # batching may flip a rounding, nothing more
+    assert (fast != upscale(lr, s, "lanczos")).any()  # the model did change something
+
+
+def test_play_local_dir_reproduces_the_encode_report(leaf_asset, leaf_piece, tmp_path):
+    report = play(str(leaf_asset), PlayOptions(reference=leaf_piece, report=tmp_path / "r.json"),
+                  fetcher=Fetcher(cache_dir=tmp_path / "cache"))
+    quality = json.loads((leaf_asset / "report" / "quality.json").read_text())
+    assert report["frames"] == quality["frames"] == 30
+    assert report["psnr_y_sr"] == pytest.approx(quality["psnr_y_sr"], abs=0.02)
+    assert report["psnr_y_lanczos"] == pytest.approx(quality["psnr_y_lanczos"], abs=1e-6)
+    assert report["fps_median"] > 0 and report["fps_p5"] <= report["fps_median"]
+    assert report["dropped_frames"] == 0 and report["runtime"] == "ort"
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert [s["index"] for s in report["segments"]] == [0, 1]
+
+
+def test_tampered_model_is_refused(leaf_asset, tmp_path):
+    copy = tmp_path / "asset"
+    shutil.copytree(leaf_asset, copy)
+    model = next((copy / "sr" / "models").glob("*.onnx"))
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        play(str(copy), PlayOptions(max_frames=1), fetcher=Fetcher(cache_dir=tmp_path / "cache"))
+
+
+def test_missing_asset_is_a_clear_error(tmp_path):
+    with pytest.raises(NotFoundError):
+        open_asset(str(tmp_path / "nothing-here"))
+
+
+def test_client_imports_no_torch_fastapi_or_server():
+    code = (
+        "import sys, client.player, client.fetch, client.plan, client.runtime, client.report, fitcast.cli;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'fastapi', 'server', 'ray', 'sr_models', 'uvicorn'});"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

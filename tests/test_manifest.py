@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from fitcast.errors import ManifestError, UnsupportedFormatError
+from fitcast.manifest import Manifest, parse
+
+
+def test_manifest_round_trip(leaf_asset):
+    text = (leaf_asset / "sr" / "manifest.json").read_text()
+    m = parse(text)
+    assert m.format == "fitcast/1" and m.scale == 2 and m.method == "stdo" and m.k == 2
+    assert m.hr == (1280, 720) and m.lr == (640, 360)
+    assert parse(m.to_json()) == m
+    assert sum(s.frames for s in m.segments) == 30
+    for seg in m.segments:
+        assert set(seg.routes) == {"0", "1"}
+
+
+def _data(leaf_asset):
+    return json.loads((leaf_asset / "sr" / "manifest.json").read_text())
+
+
+def test_unknown_fields_are_ignored_and_minor_versions_read(leaf_asset):
+    data = _data(leaf_asset)
+    data["format"] = "fitcast/1.4"
+    data["future_field"] = {"x": 1}
+    data["segments"][0]["something_new"] = 3
+    m = parse(json.dumps(data))
+    assert m.asset_id == data["asset_id"]
+
+
+def test_unknown_major_version_is_refused(leaf_asset):
+    data = _data(leaf_asset)
+    data["format"] = "fitcast/2"
+    with pytest.raises(UnsupportedFormatError, match="fitcast/2"):
+        parse(json.dumps(data))
+    with pytest.raises(ValueError):  # also a ValueError for callers that do not know fitcast
+        Manifest.model_validate(data)
+
+
+def test_malformed_manifests_give_clear_errors(leaf_asset):
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        parse("{nope")
+    with pytest.raises(ManifestError, match="not a fitcast manifest"):
+        parse(json.dumps({"format": "dash/1"}))
+    data = _data(leaf_asset)
+    data["scale"] = 5
+    with pytest.raises(ManifestError, match="scale"):
+        parse(json.dumps(data))

@@ -1,0 +1,142 @@
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fitcast.config import Settings
+from fitcast.manifest import parse
+from server.app import create_app
+
+PROBLEM = "application/problem+json"
+
+
+def _settings(tmp_path, **kw) -> Settings:
+    return Settings(root=tmp_path / "store", train_iterations=60, poll_seconds=0.2, **kw)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, leaf_piece):
+    """A running app (with its worker) that has encoded the leaf piece."""
+    settings = _settings(tmp_path_factory.mktemp("srv"))
+    with TestClient(create_app(settings)) as client:
+        body = leaf_piece.read_bytes()
+        r = client.post("/v1/assets", params={"preset": "fast", "segment_seconds": 0.5}, content=body,
+                        headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
+        assert r.status_code == 202, r.text
+        asset = r.json()
+        assert asset["status"] == "queued" and r.headers["location"].endswith(asset["id"])
+        deadline = time.time() + 300
+        seen = set()
+        while time.time() < deadline:
+            a = client.get(f"/v1/assets/{asset['id']}").json()
+            seen.add(a["progress"]["stage"])
+            if a["status"] in ("ready", "errored"):
+                break
+            time.sleep(0.3)
+        assert a["status"] == "ready", a
+        yield client, a, settings, seen
+
+
+def test_upload_encodes_to_ready_with_progress(served):
+    client, a, settings, seen = served
+    assert a["playable"] and a["progress"]["fraction"] == 1.0
+    assert "train" in seen or "evaluate" in seen  # progress was visible while it ran
+    assert a["source"]["sha256"] and a["source"]["bytes"] > 0
+
+
+def test_idempotency_key_returns_the_same_asset(served, leaf_piece):
+    client, a, settings, _ = served
+    r = client.post("/v1/assets", content=leaf_piece.read_bytes(),
+                    headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
+    assert r.status_code == 200 and r.json()["id"] == a["id"]
+
+
+def test_files_are_served_with_range_and_etag(served):
+    client, a, settings, _ = served
+    base = f"/v1/assets/{a['id']}"
+    m = parse(client.get(f"{base}/sr/manifest.json").content)
+    assert m.asset_id == a["id"]
+    r = client.get(f"{base}/hls/master.m3u8")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    assert "com.fitcast.manifest" in r.text
+    seg = f"{base}/hls/seg_00000.m4s"
+    full = client.get(seg).content
+    part = client.get(seg, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == full[100:200]
+    etag = client.get(seg).headers["etag"]
+    assert client.get(seg, headers={"If-None-Match": etag}).status_code == 304
+    model = m.models[0]
+    r = client.get(f"{base}/sr/{model.uri}")
+    assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
+    assert r.headers["etag"] == f'"{model.sha256}"'
+    assert client.head(seg).status_code == 200
+    q = client.get(f"{base}/report/quality.json").json()
+    assert q["frames"] == 30 and "psnr_y_sr" in q
+
+
+def test_listing_is_paginated(served, leaf_piece):
+    client, a, settings, _ = served
+    r = client.get("/v1/assets", params={"limit": 1})
+    assert r.status_code == 200
+    page = r.json()
+    assert [i["id"] for i in page["items"]] == [a["id"]]
+    assert page["next_cursor"] is None
+    assert client.get("/v1/assets", params={"cursor": "%%%"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/assets/../../etc/passwd", "/v1/assets/{id}/hls/..%2F..%2Fjobs.sqlite", "/v1/assets/{id}/sr/../source.mp4",
+             "/v1/assets/{id}/work/x", "/v1/assets/UPPER/hls/lr.m3u8", "/v1/nothing"]
+)
+def test_bad_paths_are_problem_json_404(served, path):
+    client, a, settings, _ = served
+    r = client.get(path.replace("{id}", a["id"]))
+    assert r.status_code in (404, 422)
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["status"] == r.status_code
+
+
+def test_bad_uploads_are_refused_and_nothing_is_stored(tmp_path):
+    settings = _settings(tmp_path)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        cases = [
+            (b"definitely not a video" * 100, {"Content-Type": "video/mp4"}, {}, 422),
+            (b"", {"Content-Type": "video/mp4"}, {}, 422),
+            (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500, {"Content-Type": "video/mp4"}, {}, 422),
+            (b"abc", {"Content-Type": "text/plain"}, {}, 415),
+            (b"abc", {"Content-Type": "video/mp4"}, {"scale": 7}, 422),
+            (b"abc", {"Content-Type": "video/mp4"}, {"method": "magic"}, 422),
+        ]
+        for body, headers, params, status in cases:
+            r = client.post("/v1/assets", content=body, headers=headers, params=params)
+            assert r.status_code == status, (status, r.text)
+            assert r.headers["content-type"] == PROBLEM
+            problem = r.json()
+            assert problem["status"] == status and problem["title"] and "detail" in problem
+        assert client.get("/v1/assets").json()["items"] == []
+    assert list(settings.assets_dir.iterdir()) == []
+    assert list(settings.uploads_dir.iterdir()) == []
+
+
+def test_declared_oversize_upload_is_413(tmp_path):
+    settings = _settings(tmp_path, max_upload_bytes=1000)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        r = client.post("/v1/assets", content=b"x" * 5000, headers={"Content-Type": "video/mp4"})
+        assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
+    assert list(settings.uploads_dir.iterdir()) == []
+
+
+def test_multipart_upload_and_delete(tmp_path, leaf_piece):
+    settings = _settings(tmp_path)
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        r = client.post("/v1/assets", files={"file": ("leaf.mp4", leaf_piece.read_bytes(), "video/mp4")})
+        assert r.status_code == 202, r.text
+        asset_id = r.json()["id"]
+        assert (settings.assets_dir / asset_id / "source.mp4").is_file()
+        # queued: refuse to delete under the worker's feet
+        assert client.delete(f"/v1/assets/{asset_id}").status_code == 409
+        settings_store = client.app.state.store
+        settings_store.finish(asset_id, error={"title": "stopped for the test"})
+        assert client.delete(f"/v1/assets/{asset_id}").status_code == 204
+        assert client.get(f"/v1/assets/{asset_id}").status_code == 404
+    assert not (settings.assets_dir / asset_id).exists()
