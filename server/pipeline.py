@@ -60,6 +60,9 @@ class Preset:
     iterations: int
     batch_size: int
     samples_per_group: int
+    loss: str = "l1"
+    lr: float = 2e-3
+    arch: str = "espcn_r"
 
 
 PRESETS: dict[str, Preset] = {
@@ -202,7 +205,6 @@ def encode(
     """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest."""
     # Heavy, server-only imports stay local so that importing this module is cheap.
     from sr_models.archs import build_from_spec
-    from sr_models.archs.espcn import macs_per_lr_px, receptive_radius
     from sr_models.export import count_params, load_model, to_onnx_bytes
     from sr_models.train import TrainSpec, save_samples, train
 
@@ -256,7 +258,9 @@ def encode(
 
     # ---- analyse: difficulty of every patch of the *decoded* LR
     t0 = time.perf_counter()
-    radius = receptive_radius(preset.body)
+    arch = {"name": preset.arch, "scale": s, "channels": preset.channels, "body": preset.body}
+    probe_net = build_from_spec(arch)
+    radius = probe_net.receptive_radius  # halo = receptive radius: tiles are seamless
     grid = Grid(lr_w, lr_h, preset.patch, radius)
     segs = _segments_of(layout.hls)
     seg_scores: list[np.ndarray] = []
@@ -309,7 +313,6 @@ def encode(
                     per_group_res[g].append(hr_blocks[rows, cols].astype(np.int16) - base_blocks[rows, cols])
         frame0 += seg.frames
         prog("sample", frame0 / n_frames)
-    arch = {"name": "espcn_r", "scale": s, "channels": preset.channels, "body": preset.body}
     iterations = options.iterations or preset.iterations
     specs = []
     for g in range(k):
@@ -324,6 +327,8 @@ def encode(
                 iterations=iterations,
                 batch_size=preset.batch_size,
                 seed=options.seed + g,
+                loss=preset.loss,
+                lr=preset.lr,
             )
         )
     del per_group_lr, per_group_res
@@ -342,7 +347,7 @@ def encode(
     t0 = time.perf_counter()
     model_ids = [f"stdo-g{g}" for g in range(k)]
     onnx_bytes: dict[str, bytes] = {}
-    params = count_params(build_from_spec(arch))
+    params = count_params(probe_net)
     for g, mid in enumerate(model_ids):
         net = load_model(arch, specs[g].out)
         onnx_bytes[mid] = to_onnx_bytes(net, sample_hw=(grid.window, grid.window))
@@ -419,7 +424,7 @@ def encode(
                     bytes=len(onnx_bytes[mid]),
                     arch=arch,
                     params=params,
-                    macs_per_lr_px=macs_per_lr_px(s, preset.channels, preset.body),
+                    macs_per_lr_px=probe_net.macs_per_lr_px,
                     precision="fp32",
                     runtime_hint="onnxruntime",
                     group=g,

@@ -40,6 +40,8 @@ class TrainSpec:
     threads: int = 0  # 0: leave torch's default
     bf16: bool = True
     init: Path | None = None  # warm start from this state dict
+    # "l1": L1 over RGB; "l1-y": L1 on BT.601 luma (what PSNR-Y measures) plus 0.25 x L1 over RGB
+    loss: str = "l1"
 
 
 @dataclass
@@ -111,7 +113,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
             out = model(x)
         out = out.float()[:, :, o : o + ps, o : o + ps]
-        loss = F.l1_loss(out, y)
+        loss = _loss(out, y, spec.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -141,6 +143,18 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         loss_last=last,
         curve=curve,
     )
+
+
+_Y = torch.tensor([65.481, 128.553, 24.966]).div(255.0).view(1, 3, 1, 1)
+
+
+def _loss(out: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(out, target)
+    if kind == "l1-y":
+        d = out - target
+        return (d * _Y).sum(1).abs().mean() + 0.25 * d.abs().mean()
+    raise ValueError(f"unknown loss {kind!r}")
 
 
 def default_threads() -> int:

@@ -1,10 +1,14 @@
-"""ESPCN-style residual network: plain 3x3 convolutions, ReLU, PixelShuffle.
+"""ESPCN-style residual networks: plain 3x3 convolutions, ReLU, PixelShuffle.
 
-The network maps an LR RGB patch (values in [0, 1]) to the *residual* over the
-lanczos upscale of the same patch, in HR pixels scaled to [-1, 1] of 255.  The
-last convolution starts at zero, so an untrained model is exactly lanczos and
+A network maps an LR RGB patch (values in [0, 1]) to the *residual* over the
+lanczos upscale of the same patch, in HR pixels (1.0 = 255 levels).  The last
+convolution starts at zero, so an untrained model is exactly lanczos and
 training can only start from there.  Every op fuses well in ONNX Runtime and
-XNNPACK (Conv+ReLU), and the receptive-field radius is ``body + 2`` LR pixels.
+XNNPACK (Conv+ReLU).
+
+Each module exposes ``receptive_radius`` (LR pixels of context an output pixel
+depends on, each side: the patch halo needed for seamless tiling) and
+``macs_per_lr_px``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class ResidualESPCN(nn.Module):
 
     def __init__(self, scale: int, channels: int, body: int) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.channels, self.depth = scale, channels, body
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(body):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
@@ -35,24 +39,28 @@ class ResidualESPCN(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
+    @property
+    def receptive_radius(self) -> int:
+        return self.depth + 2
+
+    @property
+    def macs_per_lr_px(self) -> int:
+        c, s = self.channels, self.scale
+        return 9 * (3 * c + self.depth * c * c + c * 3 * s * s)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.tail(self.body(x)))
 
 
-def receptive_radius(body: int) -> int:
-    """LR pixels of context a ResidualESPCN output pixel depends on, each side."""
-    return body + 2
-
-
-def macs_per_lr_px(scale: int, channels: int, body: int) -> int:
-    return 9 * (3 * channels + body * channels * channels + channels * 3 * scale * scale)
+def _check(scale: int, channels: int, body: int) -> None:
+    if scale not in (2, 3, 4):
+        raise ValueError(f"scale must be 2, 3 or 4, not {scale}")
+    if channels < 4 or body < 0:
+        raise ValueError(f"bad width/depth: channels={channels}, body={body}")
 
 
 @register_model("espcn_r")
 def espcn_r(*, scale: int, channels: int = 32, body: int = 2) -> ResidualESPCN:
-    """The default compact model (~23 k MACs per LR pixel at x2, C=32, body=2)."""
-    if scale not in (2, 3, 4):
-        raise ValueError(f"scale must be 2, 3 or 4, not {scale}")
-    if channels < 4 or body < 0:
-        raise ValueError(f"bad espcn_r width/depth: channels={channels}, body={body}")
+    """Full-resolution residual ESPCN (~23 k MACs per LR pixel at x2, C=32, body=2)."""
+    _check(scale, channels, body)
     return ResidualESPCN(scale=scale, channels=channels, body=body)
