@@ -22,6 +22,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fitcast", description="Neural-enhanced video delivery.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,6 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
     enc.add_argument("--preset", choices=("fast", "balanced", "best"), default="balanced")
     enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
+    enc.add_argument("--group-weights", type=_weights, default=None,
+                     help="jstdo: sampling weight of each group, hardest first (e.g. 2,1)")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
     srv = sub.add_parser("serve", help="run the HTTP service over an asset store")
@@ -86,7 +95,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     options = EncodeOptions(
         scale=args.scale, method=args.method, k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
-        preset=args.preset, iterations=args.iterations,
+        preset=args.preset, iterations=args.iterations, group_weights=args.group_weights,
     ).validate()
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:

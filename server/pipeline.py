@@ -84,12 +84,18 @@ class EncodeOptions:
     seed: int = 0
     # Override the preset's training iterations (tests use tiny budgets).
     iterations: int | None = None
+    # JSTDO's data-aware sampling: share of each group in a batch, hardest first
+    # (default: falling linearly from 2 to 1).
+    group_weights: tuple[float, ...] | None = None
 
     def validate(self) -> "EncodeOptions":
         if self.scale not in (2, 3, 4):
             raise InvalidInputError(f"scale must be 2, 3 or 4, not {self.scale}")
-        if self.method != "stdo":
-            raise InvalidInputError(f"method {self.method!r} is not available yet; use stdo")
+        if self.method not in ("stdo", "jstdo", "dydca"):
+            raise InvalidInputError(f"method must be stdo, jstdo or dydca, not {self.method!r}")
+        if self.group_weights is not None:
+            if len(self.group_weights) != self.k or min(self.group_weights) <= 0:
+                raise InvalidInputError(f"group weights must be {self.k} positive numbers, not {self.group_weights}")
         if not 1 <= self.k <= 16:
             raise InvalidInputError(f"k must be between 1 and 16, not {self.k}")
         if not 0 <= self.crf <= 51:
@@ -258,7 +264,7 @@ def encode(
 
     # ---- analyse: difficulty of every patch of the *decoded* LR
     t0 = time.perf_counter()
-    arch = {"name": preset.arch, "scale": s, "channels": preset.channels, "body": preset.body}
+    arch = _arch_for(options, preset)
     probe_net = build_from_spec(arch)
     radius = probe_net.receptive_radius  # halo = receptive radius: tiles are seamless
     grid = Grid(lr_w, lr_h, preset.patch, radius)
@@ -314,27 +320,30 @@ def encode(
         frame0 += seg.frames
         prog("sample", frame0 / n_frames)
     iterations = options.iterations or preset.iterations
+    common = dict(arch=arch, overlap=radius, batch_size=preset.batch_size, loss=preset.loss, lr=preset.lr)
     specs = []
-    for g in range(k):
-        sample_path = work / f"samples_g{g}.npz"
-        save_samples(sample_path, np.concatenate(per_group_lr[g]), np.concatenate(per_group_res[g]))
-        specs.append(
-            TrainSpec(
-                samples=sample_path,
-                out=work / f"model_g{g}.pt",
-                arch=arch,
-                overlap=radius,
-                iterations=iterations,
-                batch_size=preset.batch_size,
-                seed=options.seed + g,
-                loss=preset.loss,
-                lr=preset.lr,
-            )
+    if options.method == "stdo":  # one model per group
+        for g in range(k):
+            sample_path = work / f"samples_g{g}.npz"
+            save_samples(sample_path, np.concatenate(per_group_lr[g]), np.concatenate(per_group_res[g]))
+            specs.append(TrainSpec(samples=sample_path, out=work / f"model_g{g}.pt", iterations=iterations,
+                                   seed=options.seed + g, **common))
+    else:  # one model for all groups, the same total budget
+        sample_path = work / "samples.npz"
+        save_samples(
+            sample_path,
+            np.concatenate([x for g in range(k) for x in per_group_lr[g]]),
+            np.concatenate([x for g in range(k) for x in per_group_res[g]]),
+            np.concatenate([np.full(sum(len(x) for x in per_group_lr[g]), g, np.uint8) for g in range(k)]),
         )
+        weights = options.group_weights or default_group_weights(k)
+        specs.append(TrainSpec(samples=sample_path, out=work / "model.pt", iterations=iterations * k,
+                               seed=options.seed, group_weights=tuple(weights) if options.method == "jstdo" else None,
+                               **common))
     del per_group_lr, per_group_res
     seconds["sample"] = time.perf_counter() - t0
 
-    # ---- train: one model per group (STDO)
+    # ---- train: one model per group (stdo), or one joint / dynamic model (jstdo, dydca)
     t0 = time.perf_counter()
     prog("train", 0.0)
     results: dict[int, Any] = {}
@@ -345,12 +354,32 @@ def encode(
 
     # ---- export ONNX
     t0 = time.perf_counter()
-    model_ids = [f"stdo-g{g}" for g in range(k)]
     onnx_bytes: dict[str, bytes] = {}
-    params = count_params(probe_net)
-    for g, mid in enumerate(model_ids):
-        net = load_model(arch, specs[g].out)
+    model_arch: dict[str, dict[str, Any]] = {}
+    model_group: dict[str, int | None] = {}
+    model_params: dict[str, int] = {}
+    model_macs: dict[str, int] = {}
+
+    def add(mid: str, net, spec: dict[str, Any], group: int | None) -> None:
         onnx_bytes[mid] = to_onnx_bytes(net, sample_hw=(grid.window, grid.window))
+        model_arch[mid], model_group[mid] = spec, group
+        model_params[mid], model_macs[mid] = count_params(net), net.macs_per_lr_px
+
+    if options.method == "stdo":
+        group_model = [f"stdo-g{g}" for g in range(k)]
+        for g, mid in enumerate(group_model):
+            add(mid, load_model(arch, specs[g].out), arch, g)
+    elif options.method == "jstdo":
+        group_model = ["jstdo"] * k
+        add("jstdo", load_model(arch, specs[0].out), arch, None)
+    else:  # dydca: each branch is its own static graph, batched per branch by the player
+        group_model = [f"dydca-b{g}" for g in range(k)]
+        dyn = load_model(arch, specs[0].out)
+        for g, mid in enumerate(group_model):
+            branch = dyn.branch(g)
+            spec = {"name": "espcn_r", "scale": s, "channels": branch.channels, "body": branch.depth,
+                    "dynamic": {"of": arch["name"], "branch": g, "branches": k}}
+            add(mid, branch, spec, g)
     seconds["export"] = time.perf_counter() - t0
     prog("export", 1.0)
 
@@ -370,7 +399,7 @@ def encode(
             base = upscale(lr, s, "lanczos")
             windows = grid.windows(grid.pad(lr))
             # the same canvas arithmetic as the player
-            upscaler_frame = _compose_all(base, windows, seg.labels[j], sessions, model_ids, grid, s)
+            upscaler_frame = _compose_all(base, windows, seg.labels[j], sessions, group_model, grid, s)
             p_base = patch_sse_y(base, hr, grid, s)
             p_sr = patch_sse_y(upscaler_frame, hr, grid, s)
             for g in range(k):
@@ -379,7 +408,7 @@ def encode(
                 sse_model[g] += p_sr[m].sum()
             sr_frames.append(upscaler_frame)
             base_frames.append(base)
-        routes = {str(g): (model_ids[g] if sse_model[g] < sse_base[g] else LANCZOS) for g in range(k)}
+        routes = {str(g): (group_model[g] if sse_model[g] < sse_base[g] else LANCZOS) for g in range(k)}
         routes_per_seg.append(routes)
         seg_psnr_l, seg_psnr_sr = [], []
         for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
@@ -411,7 +440,7 @@ def encode(
     with atomic_dir(layout.sr) as sr_tmp:
         model_entries = []
         model_bytes = 0
-        for g, mid in enumerate(model_ids):
+        for mid in onnx_bytes:
             if mid not in used_models:
                 continue
             path, digest = put_content(sr_tmp / "models", onnx_bytes[mid], "onnx")
@@ -422,12 +451,12 @@ def encode(
                     uri=f"models/{path.name}",
                     sha256=digest,
                     bytes=len(onnx_bytes[mid]),
-                    arch=arch,
-                    params=params,
-                    macs_per_lr_px=probe_net.macs_per_lr_px,
+                    arch=model_arch[mid],
+                    params=model_params[mid],
+                    macs_per_lr_px=model_macs[mid],
                     precision="fp32",
                     runtime_hint="onnxruntime",
-                    group=g,
+                    group=model_group[mid],
                 )
             )
         segments, label_bytes = [], 0
@@ -491,7 +520,8 @@ def encode(
         "scorer": SCORER,
         "thresholds_db": thresholds,
         "arch": arch,
-        "train": [results[i].to_dict() | {"model": model_ids[i]} for i in range(k)],
+        "train": [results[i].to_dict() | {"model": group_model[i] if options.method == "stdo" else options.method}
+                  for i in range(len(specs))],
         "segments": seg_reports,
         "frame_psnr_y": frame_psnr,
     }
@@ -503,16 +533,35 @@ def encode(
     return manifest
 
 
-def _compose_all(base, windows, labels, sessions, model_ids, grid: Grid, s: int) -> np.ndarray:
+def _compose_all(base, windows, labels, sessions, group_model: list[str], grid: Grid, s: int) -> np.ndarray:
     """Apply every group's model to its patches (the candidate 'all SR' frame)."""
     canvas = FrameCanvas(grid, s)
     canvas.set_base(base)
-    for g, mid in enumerate(model_ids):
+    for g, mid in enumerate(group_model):
         rows, cols = np.nonzero(labels == g)
         if rows.size:
             residual = run_residual(sessions[mid], windows[rows, cols], grid, s)
             canvas.blocks[rows, cols] = add_residual(canvas.blocks[rows, cols], residual)
     return canvas.frame.copy()
+
+
+def default_group_weights(k: int) -> tuple[float, ...]:
+    """JSTDO's default data-aware sampling: the hardest group twice as often as the easiest."""
+    if k == 1:
+        return (1.0,)
+    return tuple(2.0 - g / (k - 1) for g in range(k))
+
+
+def _arch_for(options: EncodeOptions, preset: Preset) -> dict[str, Any]:
+    """The architecture spec a method trains (dydca: k branches, the hardest the largest)."""
+    if options.method == "dydca":
+        from sr_models.archs.dynamic import default_branches
+
+        widest = preset.channels + 8
+        branches = default_branches(options.k, widest=widest, narrowest=max(8, preset.channels // 2),
+                                    deepest=preset.body + 1, shallowest=max(1, preset.body - 1))
+        return {"name": "dydca", "scale": options.scale, "branches": [list(b) for b in branches]}
+    return {"name": preset.arch, "scale": options.scale, "channels": preset.channels, "body": preset.body}
 
 
 def _apply_routes(base, sr, labels, routes: dict[str, str], grid: Grid, s: int) -> np.ndarray:

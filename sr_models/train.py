@@ -5,8 +5,15 @@ file, writes the state dict atomically and returns a :class:`TrainResult`.  That
 makes it the unit a process pool or Ray fans out, and safe to retry.
 
 Samples (``.npz``): ``lr`` uint8[N, W, W, 3] LR windows (patch + overlap on each
-side) and ``res`` int16[N, P*s, P*s, 3], the HR patch minus the lanczos upscale
-of the frame over that patch.  The loss is L1 on the central P*s x P*s output.
+side), ``res`` int16[N, P*s, P*s, 3], the HR patch minus the lanczos upscale of
+the frame over that patch, and ``group`` uint8[N], each patch's label.  The loss
+is L1 on the central P*s x P*s output.
+
+Data-aware sampling (JSTDO): with ``group_weights`` a batch draws group g with
+probability w_g / sum(w), then a patch of that group uniformly, so hard groups
+can be seen more often than their share of patches.  A dynamic model
+(``arch.name == "dydca"``) is called with the labels and routes each patch to
+its branch.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class TrainSpec:
     init: Path | None = None  # warm start from this state dict
     # "l1": L1 over RGB; "l1-y": L1 on BT.601 luma (what PSNR-Y measures) plus 0.25 x L1 over RGB
     loss: str = "l1"
+    group_weights: tuple[float, ...] | None = None  # None: every patch equally likely
 
 
 @dataclass
@@ -61,19 +69,36 @@ class TrainResult:
         return d
 
 
-def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     with np.load(path, allow_pickle=False) as npz:
         lr = torch.from_numpy(npz["lr"]).permute(0, 3, 1, 2).float().div_(255.0)
         res = torch.from_numpy(npz["res"]).permute(0, 3, 1, 2).float().div_(255.0)
-    return lr.contiguous(memory_format=torch.channels_last), res.contiguous()
+        group = torch.from_numpy(npz["group"].astype(np.int64)) if "group" in npz else torch.zeros(len(lr), dtype=torch.int64)
+    return lr.contiguous(memory_format=torch.channels_last), res.contiguous(), group
 
 
-def save_samples(path: Path, lr: np.ndarray, res: np.ndarray) -> None:
+def save_samples(path: Path, lr: np.ndarray, res: np.ndarray, group: np.ndarray | None = None) -> None:
     from fitcast.storage import atomic_write_bytes
 
     buf = io.BytesIO()
-    np.savez(buf, lr=lr, res=res)
+    if group is None:
+        group = np.zeros(len(lr), dtype=np.uint8)
+    np.savez(buf, lr=lr, res=res, group=group.astype(np.uint8))
     atomic_write_bytes(path, buf.getvalue())
+
+
+def sampling_weights(group: torch.Tensor, weights: tuple[float, ...] | None) -> torch.Tensor | None:
+    """Per-patch probabilities that give group g a w_g / sum(w) share of every batch."""
+    if weights is None:
+        return None
+    counts = torch.bincount(group, minlength=len(weights)).double()
+    w = torch.tensor(weights, dtype=torch.float64)
+    if len(w) < int(group.max()) + 1:
+        raise ValueError(f"{len(w)} group weights for {int(group.max()) + 1} groups")
+    present = counts > 0
+    per_group = torch.where(present, w / counts.clamp(min=1), torch.zeros_like(w))
+    p = per_group[group]
+    return p / p.sum()
 
 
 def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
@@ -82,7 +107,8 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
-    lr_x, res_y = load_samples(spec.samples)
+    lr_x, res_y, group = load_samples(spec.samples)
+    probs = sampling_weights(group, spec.group_weights)
     n = lr_x.shape[0]
     if n == 0:
         raise ValueError(f"{spec.samples}: no samples")
@@ -94,6 +120,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
     if spec.init is not None:
         model.load_state_dict(torch.load(spec.init, map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.channels_last).train()
+    routed = spec.arch.get("name") == "dydca"
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     total = max(1, spec.iterations)
 
@@ -108,10 +135,13 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
     for it in range(total):
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
-        idx = torch.randint(0, n, (bs,), generator=gen)
+        if probs is None:
+            idx = torch.randint(0, n, (bs,), generator=gen)
+        else:
+            idx = torch.multinomial(probs, bs, replacement=True, generator=gen)
         x, y = lr_x[idx], res_y[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
-            out = model(x)
+            out = model(x, group[idx]) if routed else model(x)
         out = out.float()[:, :, o : o + ps, o : o + ps]
         loss = _loss(out, y, spec.loss)
         opt.zero_grad(set_to_none=True)

@@ -41,4 +41,4 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
 
 
 # Explicit imports register the builders (no folder scanning).
-from sr_models.archs import espcn  # noqa: E402,F401
+from sr_models.archs import dynamic, espcn  # noqa: E402,F401
