@@ -8,6 +8,7 @@ PSNR measurement against a reference are outside the timed span.
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class PlayOptions:
     headless: bool = True
     out: Path | None = None
     runtime: str = "ort"
+    precision: str = "auto"  # auto: int8 where the asset ships it
     report: Path | None = None
     max_frames: int | None = None
     threads: int = 0
@@ -69,8 +71,10 @@ def play(
 
     used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
     sessions = {}
+    precisions: set[str] = set()
     for mid in used:
-        entry = m.model(mid)
+        entry = m.model(mid, options.precision)
+        precisions.add(entry.precision)
         sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), options.runtime, threads=options.threads)
     upscaler = RoutedUpscaler(m, sessions)
     init = asset.read(m.init_uri)
@@ -124,6 +128,9 @@ def play(
 
             cv2.destroyAllWindows()
     report = stats.to_dict()
+    report["precision"] = "+".join(sorted(precisions)) or "none"
     if options.report is not None:
-        stats.write(options.report)
+        from fitcast.storage import atomic_write_text
+
+        atomic_write_text(options.report, json.dumps(report, indent=2))
     return report

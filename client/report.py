@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fitcast.storage import atomic_write_text
 
 
 @dataclass
@@ -62,9 +59,6 @@ class PlaybackStats:
             segs.append(item)
         out["segments"] = segs
         return out
-
-    def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
 
 def _fps(seconds: float) -> float:

@@ -45,6 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
     enc.add_argument("--group-weights", type=_weights, default=None,
                      help="jstdo: sampling weight of each group, hardest first (e.g. 2,1)")
+    enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
     srv = sub.add_parser("serve", help="run the HTTP service over an asset store")
@@ -58,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ply.add_argument("--headless", action="store_true", help="no window")
     ply.add_argument("--out", type=Path, default=None, help="write the upscaled video (MP4)")
     ply.add_argument("--runtime", default="ort", choices=("ort", "auto"))
+    ply.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"),
+                     help="model precision (auto: int8 where shipped)")
     ply.add_argument("--report", type=Path, default=None, help="write the playback report (JSON)")
     ply.add_argument("--max-frames", type=int, default=None)
     ply.add_argument("--target-fps", type=_positive_float, default=None, help="(reported against)")
@@ -95,7 +98,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     options = EncodeOptions(
         scale=args.scale, method=args.method, k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
-        preset=args.preset, iterations=args.iterations, group_weights=args.group_weights,
+        preset=args.preset, iterations=args.iterations, group_weights=args.group_weights, int8=args.int8,
     ).validate()
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:
@@ -128,11 +131,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     from client.player import PlayOptions, play
 
     options = PlayOptions(
-        reference=args.reference, headless=args.headless, out=args.out, runtime=args.runtime,
+        reference=args.reference, headless=args.headless, out=args.out, runtime=args.runtime, precision=args.precision,
         report=args.report, max_frames=args.max_frames,
     )
     r = play(args.location, options)
-    line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} ({r['runtime']}): " \
+    line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} ({r['runtime']} {r['precision']}): " \
            f"fps median {r['fps_median']:.1f}, p5 {r['fps_p5']:.1f}"
     if args.target_fps:
         line += f" (target {args.target_fps:g})"

@@ -108,11 +108,20 @@ class Manifest(_Model):
             raise ValueError(f"scale must be 2, 3 or 4, not {value}")
         return value
 
-    def model(self, model_id: str) -> ModelEntry:
-        for entry in self.models:
-            if entry.id == model_id:
-                return entry
-        raise ManifestError(f"manifest names no model {model_id!r}")
+    def model(self, model_id: str, precision: str = "auto") -> ModelEntry:
+        """The entry of ``model_id`` in ``precision``; ``auto`` prefers int8, then fp32.
+
+        A model id appears once per precision it is shipped in.
+        """
+        entries = [e for e in self.models if e.id == model_id]
+        if not entries:
+            raise ManifestError(f"manifest names no model {model_id!r}")
+        order = ["int8", "fp32", "bf16", "fp16"] if precision == "auto" else [precision]
+        for want in order:
+            for entry in entries:
+                if entry.precision == want:
+                    return entry
+        raise ManifestError(f"model {model_id!r} is not shipped in {precision}")
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -87,6 +87,9 @@ class EncodeOptions:
     # JSTDO's data-aware sampling: share of each group in a batch, hardest first
     # (default: falling linearly from 2 to 1).
     group_weights: tuple[float, ...] | None = None
+    # Ship an int8 variant of every model (static quantisation calibrated on this asset's patches);
+    # the quality report and the do-no-harm gate then measure the int8 models the player runs by default.
+    int8: bool = True
 
     def validate(self) -> "EncodeOptions":
         if self.scale not in (2, 3, 4):
@@ -211,7 +214,7 @@ def encode(
     """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest."""
     # Heavy, server-only imports stay local so that importing this module is cheap.
     from sr_models.archs import build_from_spec
-    from sr_models.export import count_params, load_model, to_onnx_bytes
+    from sr_models.export import count_params, load_model, quantize_int8, to_onnx_bytes
     from sr_models.train import TrainSpec, save_samples, train
 
     options = options.validate()
@@ -360,10 +363,16 @@ def encode(
     model_params: dict[str, int] = {}
     model_macs: dict[str, int] = {}
 
+    int8_bytes: dict[str, bytes] = {}
+
     def add(mid: str, net, spec: dict[str, Any], group: int | None) -> None:
         onnx_bytes[mid] = to_onnx_bytes(net, sample_hw=(grid.window, grid.window))
         model_arch[mid], model_group[mid] = spec, group
         model_params[mid], model_macs[mid] = count_params(net), net.macs_per_lr_px
+        if options.int8:
+            calib_file = specs[group].samples if options.method == "stdo" else specs[0].samples
+            only = group if options.method == "dydca" else None
+            int8_bytes[mid] = quantize_int8(onnx_bytes[mid], _calibration(calib_file, only, seed=options.seed))
 
     if options.method == "stdo":
         group_model = [f"stdo-g{g}" for g in range(k)]
@@ -385,9 +394,11 @@ def encode(
 
     # ---- evaluate: per-segment do-no-harm gate and the quality report
     t0 = time.perf_counter()
-    sessions = {mid: OrtSession(b) for mid, b in onnx_bytes.items()}
+    shipped = int8_bytes if options.int8 else onnx_bytes  # what the player runs by default
+    sessions = {mid: OrtSession(b) for mid, b in shipped.items()}
+    fp32_sessions = {mid: OrtSession(b) for mid, b in onnx_bytes.items()} if options.int8 else None
     seg_reports: list[dict[str, Any]] = []
-    frame_psnr = {"lanczos": [], "bicubic": [], "sr": []}
+    frame_psnr = {"lanczos": [], "bicubic": [], "sr": [], "sr_fp32": []}
     frame_ssim = {"lanczos": [], "sr": []}
     routes_per_seg: list[dict[str, str]] = []
     done = 0
@@ -421,6 +432,11 @@ def encode(
             frame_psnr["bicubic"].append(psnr_y(upscale(lr, s, "bicubic"), hr))
             frame_ssim["lanczos"].append(ssim_y(base_frames[j], hr))
             frame_ssim["sr"].append(ssim_y(final, hr))
+            if fp32_sessions is not None:  # what int8 costs: the same routes with the fp32 models
+                windows = grid.windows(grid.pad(lr))
+                sr32 = _compose_all(base_frames[j], windows, seg.labels[j], fp32_sessions, group_model, grid, s)
+                frame_psnr["sr_fp32"].append(
+                    psnr_y(_apply_routes(base_frames[j], sr32, seg.labels[j], routes, grid, s), hr))
         seg_reports.append(
             {
                 "index": seg.index,
@@ -443,22 +459,25 @@ def encode(
         for mid in onnx_bytes:
             if mid not in used_models:
                 continue
-            path, digest = put_content(sr_tmp / "models", onnx_bytes[mid], "onnx")
-            model_bytes += len(onnx_bytes[mid])
-            model_entries.append(
-                ModelEntry(
-                    id=mid,
-                    uri=f"models/{path.name}",
-                    sha256=digest,
-                    bytes=len(onnx_bytes[mid]),
-                    arch=model_arch[mid],
-                    params=model_params[mid],
-                    macs_per_lr_px=model_macs[mid],
-                    precision="fp32",
-                    runtime_hint="onnxruntime",
-                    group=model_group[mid],
+            variants = [("fp32", onnx_bytes[mid])] + ([("int8", int8_bytes[mid])] if options.int8 else [])
+            for precision, blob in variants:
+                path, digest = put_content(sr_tmp / "models", blob, "onnx")
+                if precision == ("int8" if options.int8 else "fp32"):
+                    model_bytes += len(blob)  # what a default player downloads
+                model_entries.append(
+                    ModelEntry(
+                        id=mid,
+                        uri=f"models/{path.name}",
+                        sha256=digest,
+                        bytes=len(blob),
+                        arch=model_arch[mid],
+                        params=model_params[mid],
+                        macs_per_lr_px=model_macs[mid],
+                        precision=precision,
+                        runtime_hint="onnxruntime",
+                        group=model_group[mid],
+                    )
                 )
-            )
         segments, label_bytes = [], 0
         for seg, routes, rep in zip(segs, routes_per_seg, seg_reports):
             data = save_labels(seg.labels)
@@ -512,6 +531,8 @@ def encode(
         "psnr_y_lanczos": float(np.mean(frame_psnr["lanczos"])),
         "psnr_y_bicubic": float(np.mean(frame_psnr["bicubic"])),
         "psnr_y_sr": float(np.mean(frame_psnr["sr"])),
+        "precision": "int8" if options.int8 else "fp32",
+        "psnr_y_sr_fp32": float(np.mean(frame_psnr["sr_fp32"])) if frame_psnr["sr_fp32"] else float(np.mean(frame_psnr["sr"])),
         "ssim_y_lanczos": float(np.mean(frame_ssim["lanczos"])),
         "ssim_y_sr": float(np.mean(frame_ssim["sr"])),
         "bits": bits.model_dump(),
@@ -543,6 +564,15 @@ def _compose_all(base, windows, labels, sessions, group_model: list[str], grid: 
             residual = run_residual(sessions[mid], windows[rows, cols], grid, s)
             canvas.blocks[rows, cols] = add_residual(canvas.blocks[rows, cols], residual)
     return canvas.frame.copy()
+
+
+def _calibration(samples: Path, group: int | None, *, seed: int, n: int = 384) -> np.ndarray:
+    """Up to ``n`` LR windows (float32 NCHW in [0, 1]) of the training samples, for int8 calibration."""
+    with np.load(samples, allow_pickle=False) as npz:
+        lr, groups = npz["lr"], npz["group"]
+    idx = np.flatnonzero(groups == group) if group is not None else np.arange(len(lr))
+    idx = np.random.default_rng(seed).choice(idx, size=min(n, idx.size), replace=False)
+    return np.ascontiguousarray(lr[np.sort(idx)].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
 def default_group_weights(k: int) -> tuple[float, ...]:

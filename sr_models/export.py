@@ -46,3 +46,38 @@ def to_onnx_bytes(model: torch.nn.Module, *, sample_hw: tuple[int, int] = (40, 4
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def quantize_int8(model: bytes, calibration: "np.ndarray", *, per_channel: bool = True) -> bytes:
+    """Static int8 quantisation (QDQ, ONNX Runtime) calibrated on real LR windows.
+
+    ``calibration`` is float32 NCHW in [0, 1]: windows cut from the asset's own
+    decoded LR, so the activation ranges are those the player will meet.
+    """
+    import tempfile
+
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(np.array_split(calibration.astype(np.float32), max(1, len(calibration) // 32)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {"input": np.ascontiguousarray(batch)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(model)
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        return dst.read_bytes()

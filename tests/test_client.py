@@ -21,7 +21,10 @@ def _first_frames(asset_dir):
     seg = m.segments[0]
     frames = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))
     labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-    sessions = {e.id: OrtSession(asset.read(e.uri, e.sha256)) for e in m.models}
+    sessions = {}
+    for mid in {e.id for e in m.models}:
+        entry = m.model(mid, "fp32")
+        sessions[mid] = OrtSession(asset.read(entry.uri, entry.sha256))
     return m, seg, frames, labels, sessions
 
 
@@ -68,9 +71,22 @@ def test_play_local_dir_reproduces_the_encode_report(leaf_asset, leaf_piece, tmp
     assert report["psnr_y_sr"] == pytest.approx(quality["psnr_y_sr"], abs=0.02)
     assert report["psnr_y_lanczos"] == pytest.approx(quality["psnr_y_lanczos"], abs=1e-6)
     assert report["fps_median"] > 0 and report["fps_p5"] <= report["fps_median"]
-    assert report["dropped_frames"] == 0 and report["runtime"] == "ort"
+    assert report["dropped_frames"] == 0 and report["runtime"] == "ort" and report["precision"] == "int8"
     assert json.loads((tmp_path / "r.json").read_text()) == report
     assert [s["index"] for s in report["segments"]] == [0, 1]
+
+
+def test_int8_costs_at_most_a_tenth_of_a_db(leaf_asset, leaf_piece, tmp_path):
+    quality = json.loads((leaf_asset / "report" / "quality.json").read_text())
+    assert quality["precision"] == "int8"
+    assert quality["psnr_y_sr_fp32"] - quality["psnr_y_sr"] <= 0.1
+    m = open_asset(str(leaf_asset)).manifest
+    for mid in {e.id for e in m.models}:
+        assert m.model(mid, "int8").bytes < m.model(mid, "fp32").bytes
+    fp32 = play(str(leaf_asset), PlayOptions(reference=leaf_piece, precision="fp32"),
+                fetcher=Fetcher(cache_dir=tmp_path / "cache"))
+    assert fp32["precision"] == "fp32"
+    assert fp32["psnr_y_sr"] == pytest.approx(quality["psnr_y_sr_fp32"], abs=0.02)
 
 
 def test_tampered_model_is_refused(leaf_asset, tmp_path):
