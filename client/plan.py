@@ -18,14 +18,24 @@ from fitcast.manifest import LANCZOS, Manifest
 from fitcast.media import upscale
 
 
-def windows_to_input(windows: np.ndarray) -> np.ndarray:
-    """uint8 windows ``[n, W, W, 3]`` -> float32 NCHW in [0, 1]."""
-    return np.ascontiguousarray(windows.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1.0 / 255.0)
+_INV255 = np.float32(1.0 / 255.0)
 
 
-def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int) -> np.ndarray:
-    """Residual (HR units of 0..255) for the central P*s square of each window: ``[n, Ps, Ps, 3]``."""
-    out = session.run(windows_to_input(windows))
+def windows_to_input(windows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 windows ``[n, W, W, 3]`` -> float32 NCHW in [0, 1], into ``out`` when given."""
+    if out is None:
+        out = np.empty((windows.shape[0], windows.shape[3], windows.shape[1], windows.shape[2]), np.float32)
+    np.multiply(windows.transpose(0, 3, 1, 2), _INV255, out=out)
+    return out
+
+
+def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int, buffer: np.ndarray | None = None) -> np.ndarray:
+    """Residual (HR units of 0..255) for the central P*s square of each window: ``[n, Ps, Ps, 3]``.
+
+    ``buffer`` is a preallocated float32 ``[>= n, 3, W, W]`` input buffer (the static plan's).
+    """
+    x = windows_to_input(windows, None if buffer is None else buffer[: windows.shape[0]])
+    out = session.run(x)
     o, ps = grid.overlap * scale, grid.patch * scale
     return out[:, :, o : o + ps, o : o + ps].transpose(0, 2, 3, 1) * np.float32(255.0)
 
@@ -65,7 +75,10 @@ def routes_by_model(routes: Mapping[str, str]) -> dict[str, list[int]]:
 class RoutedUpscaler:
     """Upscale LR frames of one asset: lanczos base plus routed model residuals.
 
-    Sessions are built by the caller once; buffers are reused across frames.
+    The static execution plan: sessions are built by the caller once; the HR
+    canvas and one input buffer per model (room for every patch of a frame) are
+    allocated here once and reused for every frame; each model runs once per
+    frame on the batch of its patches.
     """
 
     def __init__(self, manifest: Manifest, sessions: Mapping[str, Session]) -> None:
@@ -74,6 +87,8 @@ class RoutedUpscaler:
         self.grid = Grid(lw, lh, manifest.patch.size, manifest.patch.overlap)
         self.sessions = dict(sessions)
         self.canvas = FrameCanvas(self.grid, self.scale)
+        n, w = self.grid.gh * self.grid.gw, self.grid.window
+        self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
 
     def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str]) -> np.ndarray:
         """Return the HR frame (a view into a reused buffer: copy it to keep it)."""
@@ -86,7 +101,8 @@ class RoutedUpscaler:
                 rows, cols = np.nonzero(np.isin(labels, wanted))
                 if rows.size == 0:
                     continue
-                residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid, self.scale)
+                residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid, self.scale,
+                                        self.buffers[model_id])
                 blocks = self.canvas.blocks
                 blocks[rows, cols] = add_residual(blocks[rows, cols], residual)
         return self.canvas.frame

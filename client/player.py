@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,11 @@ import numpy as np
 from chunking.grid import load_labels
 from client.fetch import Asset, Fetcher, open_asset
 from client.plan import RoutedUpscaler, routes_by_model
+from client.realtime import Clock, DegradePolicy
 from client.report import PlaybackStats
 from client.runtime import open_session
 from fitcast.errors import InvalidInputError
+from fitcast.manifest import Manifest
 from fitcast.media import VideoWriter, iter_frames, upscale
 from fitcast.metrics import psnr_y
 
@@ -36,6 +40,9 @@ class PlayOptions:
     report: Path | None = None
     max_frames: int | None = None
     threads: int = 0
+    # A real-time target (frames per second): frames get deadlines and the player degrades
+    # (easy groups to lanczos first) rather than fall behind.  None: play as fast as possible.
+    target_fps: float | None = None
 
 
 def _window(title: str) -> Callable[[np.ndarray], bool]:
@@ -53,6 +60,67 @@ def _window(title: str) -> Callable[[np.ndarray], bool]:
         return (cv2.waitKey(1) & 0xFF) != ord("q")
 
     return show
+
+
+class FrameFeed:
+    """Fetches segments and label maps and decodes frames in a background thread.
+
+    Frames wait in a bounded queue (``depth`` frames), so decoding and the next
+    segment's download overlap with upscaling and memory stays bounded.
+    Iterating yields ``(segment, index, lr_frame, labels_of_frame)``.
+    """
+
+    _END = object()
+
+    def __init__(self, asset: Asset, manifest: Manifest, *, limit: int, depth: int = 8) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(asset, manifest, limit), name="fitcast-feed",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, asset: Asset, m: Manifest, limit: int) -> None:
+        try:
+            init = asset.read(m.init_uri)
+            sent = 0
+            for seg in m.segments:
+                if sent >= limit:
+                    break
+                data = asset.read(seg.uri)
+                labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+                for j, lr in enumerate(iter_frames(io.BytesIO(init + data), fmt="mp4")):
+                    if sent >= limit:
+                        break
+                    if j >= labels.shape[0]:
+                        raise InvalidInputError(f"segment {seg.index} has more frames than its label map")
+                    if not self._put((seg, j, lr, labels[j])):
+                        return
+                    sent += 1
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def play(
@@ -77,7 +145,6 @@ def play(
         precisions.add(entry.precision)
         sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), options.runtime, threads=options.threads)
     upscaler = RoutedUpscaler(m, sessions)
-    init = asset.read(m.init_uri)
 
     ref_iter: Iterator[np.ndarray] | None = None
     if options.reference is not None:
@@ -86,49 +153,58 @@ def play(
     stats = PlaybackStats(runtime=options.runtime if options.runtime != "auto" else "ort", output_size=tuple(m.hr))
     writer = VideoWriter(options.out, m.hr[0], m.hr[1], m.fps) if options.out else None
     show = None if options.headless else _window(f"fitcast {m.asset_id}")
+    policy = clock = None
+    if options.target_fps:
+        policy = DegradePolicy(interval=1.0 / options.target_fps, k=m.k)
+        clock = Clock(interval=1.0 / options.target_fps)
     played = 0
+    feed = FrameFeed(asset, m, limit=total_frames)
     try:
-        for seg in m.segments:
-            if played >= total_frames:
+        current = None
+        t_prev = time.perf_counter()
+        for seg, j, lr, labels in feed:
+            if seg is not current:
+                current = seg
+                seg_stats = stats.segment(seg.index)
+            routes = policy.routes(seg.routes) if policy is not None else seg.routes
+            hr = upscaler.upscale(lr, labels, routes)
+            if writer is not None:
+                writer.write(hr)
+            if show is not None and not show(hr):
                 break
-            data = asset.read(seg.uri)
-            labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-            seg_stats = stats.segment(seg.index)
-            frames = iter_frames(io.BytesIO(init + data), fmt="mp4")
+            t_now = time.perf_counter()
+            seg_stats.frame_seconds.append(t_now - t_prev)
+            if policy is not None and clock is not None:
+                clock.done(played, t_now)
+                policy.observe(played, t_now - t_prev)
+            if ref_iter is not None:
+                ref = next(ref_iter, None)
+                if ref is None:
+                    raise InvalidInputError("the reference has fewer frames than the asset")
+                if ref.shape != hr.shape:
+                    raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
+                                            f"asset is {hr.shape[1]}x{hr.shape[0]}")
+                seg_stats.psnr_sr.append(psnr_y(hr, ref))
+                seg_stats.psnr_lanczos.append(psnr_y(upscale(lr, m.scale, "lanczos"), ref))
+            played += 1
+            if on_frame is not None:
+                on_frame(played, total_frames)
             t_prev = time.perf_counter()
-            for j, lr in enumerate(frames):
-                if played >= total_frames:
-                    break
-                if j >= labels.shape[0]:
-                    raise InvalidInputError(f"segment {seg.index} has more frames than its label map")
-                hr = upscaler.upscale(lr, labels[j], seg.routes)
-                if writer is not None:
-                    writer.write(hr)
-                if show is not None and not show(hr):
-                    played = total_frames
-                t_now = time.perf_counter()
-                seg_stats.frame_seconds.append(t_now - t_prev)
-                if ref_iter is not None:
-                    ref = next(ref_iter, None)
-                    if ref is None:
-                        raise InvalidInputError("the reference has fewer frames than the asset")
-                    if ref.shape != hr.shape:
-                        raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, asset is {hr.shape[1]}x{hr.shape[0]}")
-                    seg_stats.psnr_sr.append(psnr_y(hr, ref))
-                    seg_stats.psnr_lanczos.append(psnr_y(upscale(lr, m.scale, "lanczos"), ref))
-                played += 1
-                if on_frame is not None:
-                    on_frame(played, total_frames)
-                t_prev = time.perf_counter()
     finally:
+        feed.close()
         if writer is not None:
             writer.close()
         if show is not None:
             import cv2
 
             cv2.destroyAllWindows()
+    if clock is not None and policy is not None:
+        stats.dropped_frames = clock.dropped
     report = stats.to_dict()
     report["precision"] = "+".join(sorted(precisions)) or "none"
+    if policy is not None:
+        report["target_fps"] = options.target_fps
+        report["degradations"] = policy.events
     if options.report is not None:
         from fitcast.storage import atomic_write_text
 

@@ -63,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="model precision (auto: int8 where shipped)")
     ply.add_argument("--report", type=Path, default=None, help="write the playback report (JSON)")
     ply.add_argument("--max-frames", type=int, default=None)
-    ply.add_argument("--target-fps", type=_positive_float, default=None, help="(reported against)")
+    ply.add_argument("--target-fps", type=_positive_float, default=None,
+                     help="real-time target: degrade (easy patches to lanczos first) instead of falling behind")
     return parser
 
 
@@ -132,13 +133,13 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     options = PlayOptions(
         reference=args.reference, headless=args.headless, out=args.out, runtime=args.runtime, precision=args.precision,
-        report=args.report, max_frames=args.max_frames,
+        report=args.report, max_frames=args.max_frames, target_fps=args.target_fps,
     )
     r = play(args.location, options)
     line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} ({r['runtime']} {r['precision']}): " \
            f"fps median {r['fps_median']:.1f}, p5 {r['fps_p5']:.1f}"
     if args.target_fps:
-        line += f" (target {args.target_fps:g})"
+        line += f" (target {args.target_fps:g}: {r['dropped_frames']} dropped, {len(r['degradations'])} degradations)"
     print(line)
     if "psnr_y_sr" in r:
         print(f"PSNR-Y: fitcast {r['psnr_y_sr']:.2f} dB, lanczos {r['psnr_y_lanczos']:.2f} dB "

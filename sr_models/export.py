@@ -8,6 +8,7 @@ patch batches of any size and whole frames.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,8 @@ def quantize_int8(model: bytes, calibration: "np.ndarray", *, per_channel: bool 
     ``calibration`` is float32 NCHW in [0, 1]: windows cut from the asset's own
     decoded LR, so the activation ranges are those the player will meet.
     """
-    import tempfile
-
     import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -67,13 +66,31 @@ def quantize_int8(model: bytes, calibration: "np.ndarray", *, per_channel: bool 
             batch = next(self._batches, None)
             return None if batch is None else {"input": np.ascontiguousarray(batch)}
 
+    class _NoPreprocessAdvice(logging.Filter):
+        # ORT's quantizer advises shape pre-processing on the root logger; these graphs are static convs
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-process" not in record.getMessage()
+
+    quiet = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return _quantize(model, _Reader(), per_channel=per_channel)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def _quantize(model: bytes, reader, *, per_channel: bool) -> bytes:
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(model)
         quantize_static(
             str(src),
             str(dst),
-            _Reader(),
+            reader,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

@@ -129,3 +129,48 @@ def test_patches_stitch_without_seams(leaf_asset):
     expect = add_residual(upscale(lr, s, "lanczos"), residual)
     diff = np.abs(routed.astype(int) - expect)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+class _SlowSession:
+    """Wraps a session and sleeps per call: a model that cannot keep up."""
+
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+
+    def run(self, x):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner.run(x)
+
+
+def test_degradation_policy_sends_easy_groups_to_lanczos_first():
+    from client.realtime import DegradePolicy
+
+    policy = DegradePolicy(interval=1 / 30, k=3)
+    routes = {"0": "m0", "1": "m1", "2": "m2"}
+    assert policy.routes(routes) == routes
+    for i in range(3):
+        policy.observe(i, 0.1)  # far behind: one level per observation
+    assert policy.level == 3 and set(policy.routes(routes).values()) == {"lanczos"}
+    policy.level = 1
+    assert policy.routes(routes) == {"0": "m0", "1": "m1", "2": "lanczos"}
+    for i in range(40):
+        policy.observe(10 + i, 0.001)  # fast again: recovers
+    assert policy.level == 0
+    assert [e["reason"] for e in policy.events][-1] == "recovered"
+
+
+def test_a_slow_model_degrades_playback_instead_of_stalling(leaf_asset, monkeypatch, tmp_path):
+    import client.player as player
+
+    real_open = player.open_session
+    monkeypatch.setattr(player, "open_session", lambda *a, **kw: _SlowSession(real_open(*a, **kw), 0.08))
+    r = play(str(leaf_asset), PlayOptions(target_fps=25), fetcher=Fetcher(cache_dir=tmp_path / "cache"))
+    assert r["frames"] == 30  # every frame was shown
+    assert r["degradations"] and r["degradations"][0]["reason"] == "behind"
+    levels = [e["level"] for e in r["degradations"]]
+    assert max(levels) >= 1
+    assert isinstance(r["dropped_frames"], int)
+    # with the slow model routed away, most frames meet the 25 fps deadline again
+    assert r["fps_median"] > 25
