@@ -24,6 +24,7 @@ from client.plan import RoutedUpscaler, routes_by_model
 from client.realtime import Clock, DegradePolicy
 from client.report import PlaybackStats
 from client.runtime import open_session
+from client.viewer import Viewer
 from fitcast.errors import InvalidInputError
 from fitcast.manifest import Manifest
 from fitcast.media import VideoWriter, iter_frames, upscale
@@ -43,23 +44,6 @@ class PlayOptions:
     # A real-time target (frames per second): frames get deadlines and the player degrades
     # (easy groups to lanczos first) rather than fall behind.  None: play as fast as possible.
     target_fps: float | None = None
-
-
-def _window(title: str) -> Callable[[np.ndarray], bool]:
-    import cv2
-
-    try:
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-    except cv2.error:
-        raise InvalidInputError(
-            "this OpenCV build has no window support (opencv-python-headless): use --headless or install opencv-python"
-        ) from None
-
-    def show(frame: np.ndarray) -> bool:
-        cv2.imshow(title, frame[:, :, ::-1])
-        return (cv2.waitKey(1) & 0xFF) != ord("q")
-
-    return show
 
 
 class FrameFeed:
@@ -152,7 +136,7 @@ def play(
 
     stats = PlaybackStats(runtime=options.runtime if options.runtime != "auto" else "ort", output_size=tuple(m.hr))
     writer = VideoWriter(options.out, m.hr[0], m.hr[1], m.fps) if options.out else None
-    show = None if options.headless else _window(f"fitcast {m.asset_id}")
+    viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
     policy = clock = None
     if options.target_fps:
         policy = DegradePolicy(interval=1.0 / options.target_fps, k=m.k)
@@ -170,8 +154,6 @@ def play(
             hr = upscaler.upscale(lr, labels, routes)
             if writer is not None:
                 writer.write(hr)
-            if show is not None and not show(hr):
-                break
             t_now = time.perf_counter()
             seg_stats.frame_seconds.append(t_now - t_prev)
             if policy is not None and clock is not None:
@@ -186,6 +168,10 @@ def play(
                                             f"asset is {hr.shape[1]}x{hr.shape[0]}")
                 seg_stats.psnr_sr.append(psnr_y(hr, ref))
                 seg_stats.psnr_lanczos.append(psnr_y(upscale(lr, m.scale, "lanczos"), ref))
+            if viewer is not None:
+                psnr = (seg_stats.psnr_sr[-1], seg_stats.psnr_lanczos[-1]) if seg_stats.psnr_sr else None
+                if not viewer.show(hr, upscale(lr, m.scale, "lanczos"), t_now - t_prev, psnr):
+                    break
             played += 1
             if on_frame is not None:
                 on_frame(played, total_frames)
@@ -194,10 +180,8 @@ def play(
         feed.close()
         if writer is not None:
             writer.close()
-        if show is not None:
-            import cv2
-
-            cv2.destroyAllWindows()
+        if viewer is not None:
+            viewer.close()
     if clock is not None and policy is not None:
         stats.dropped_frames = clock.dropped
     report = stats.to_dict()

@@ -62,7 +62,7 @@ def main() -> int:
                 return 1
             print(f"[demo] server on {base}, store {store.relative_to(ROOT)}")
             with open(piece, "rb") as f:
-                r = http.post("/v1/assets", params={"scale": 2, "method": "stdo", "k": 2}, content=f,
+                r = http.post("/v1/assets", params={"scale": 2, "k": 2}, content=f,
                               headers={"Content-Type": "video/mp4", "Idempotency-Key": f"demo-{int(t0)}"})
             r.raise_for_status()
             asset = r.json()

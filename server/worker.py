@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import traceback
 
@@ -22,7 +24,25 @@ def problem_of(exc: BaseException) -> dict:
     return {"type": "about:blank", "title": "Encode failed", "status": 500, "detail": f"{type(exc).__name__}: {exc}"}
 
 
+def _exit_with_parent(poll: float = 0.5) -> None:
+    """End this worker when the server that spawned it dies (even by SIGKILL).
+
+    The restarted server runs the interrupted job again; an orphan still
+    writing into the same asset would race it.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os._exit(75)
+
+    threading.Thread(target=watch, name="fitcast-parent-watch", daemon=True).start()
+
+
 def run_job(settings_json: str, asset_id: str) -> None:
+    _exit_with_parent()
     settings = Settings.model_validate_json(settings_json)
     store = JobStore(settings.db_path)
     job = store.get(asset_id)

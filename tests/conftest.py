@@ -43,5 +43,5 @@ def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
     from server.pipeline import EncodeOptions, encode
 
     out = tmp_path_factory.mktemp("assets") / "leaf"
-    encode(leaf_piece, out, EncodeOptions(scale=2, k=2, segment_seconds=0.5, preset="fast", iterations=150))
+    encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150))
     return out

@@ -174,3 +174,17 @@ def test_a_slow_model_degrades_playback_instead_of_stalling(leaf_asset, monkeypa
     assert isinstance(r["dropped_frames"], int)
     # with the slow model routed away, most frames meet the 25 fps deadline again
     assert r["fps_median"] > 25
+
+
+def test_viewer_composes_sr_lanczos_and_split_with_an_overlay():
+    from client.viewer import compose
+
+    sr = np.full((360, 640, 3), 200, np.uint8)
+    lz = np.full((360, 640, 3), 50, np.uint8)
+    split = compose(sr, lz, "split", ["30.0 fps"])
+    assert (split[200:, 10:300] == 50).mean() > 0.95 and (split[200:, 340:630] == 200).mean() > 0.95
+    over = compose(sr, lz, "sr", ["30.0 fps", "PSNR-Y"])
+    assert (over[:80, :200] != 200).any()  # text drawn top-left
+    assert (over[250:, :] == 200).all()  # and nowhere else
+    with pytest.raises(ValueError):
+        compose(sr, lz, "nope", [])

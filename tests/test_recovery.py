@@ -1,0 +1,84 @@
+"""A kill -9 of the server in the middle of an encode, then a restart: the job resumes and finishes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+FITCAST = str(Path(sys.executable).with_name("fitcast"))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(root: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="400", FITCAST_POLL_SECONDS="0.2")
+    proc = subprocess.Popen([FITCAST, "serve", "--root", str(root), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
+    root, port = tmp_path / "store", _port()
+    server = _start(root, port)
+    base = f"http://127.0.0.1:{port}/v1/assets"
+    try:
+        r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5}, content=leaf_piece.read_bytes(),
+                       headers={"Content-Type": "video/mp4"}, timeout=60)
+        assert r.status_code == 202, r.text
+        asset_id = r.json()["id"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            a = httpx.get(f"{base}/{asset_id}").json()
+            if a["progress"]["stage"] == "train":
+                break
+            assert a["status"] != "ready", "the job finished before it could be interrupted"
+            time.sleep(0.1)
+        workers = _children(server.pid)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    # the orphaned worker notices and exits instead of racing the restarted server
+    time.sleep(1.5)
+    assert all(not Path(f"/proc/{w}").exists() or "zombie" in Path(f"/proc/{w}/status").read_text().lower()
+               for w in workers)
+    server = _start(root, port)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            a = httpx.get(f"{base}/{asset_id}").json()
+            if a["status"] in ("ready", "errored"):
+                break
+            time.sleep(0.3)
+        assert a["status"] == "ready", a
+        m = httpx.get(f"{base}/{asset_id}/sr/manifest.json").json()
+        assert m["asset_id"] == asset_id
+        for model in m["models"]:
+            assert httpx.get(f"{base}/{asset_id}/sr/{model['uri']}").status_code == 200
+        leftovers = [p.name for p in (root / "assets" / asset_id).iterdir() if p.name.startswith(".") or p.name == "work"]
+        assert leftovers == []
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
