@@ -37,8 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path)
     enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
     enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
-    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default="jstdo",
-                     help="stdo: one model per group; jstdo: one joint model (default); dydca: one dynamic model")
+    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default="dydca",
+                     help="stdo: one model per group; jstdo: one joint model; dydca: one dynamic model (default)")
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
