@@ -67,13 +67,14 @@ def main() -> int:
             r.raise_for_status()
             asset = r.json()
             print(f"[demo] uploaded: asset {asset['id']} ({r.status_code}), encoding at x2 …")
-            last = None
+            last_stage, last_print = None, 0.0
             while True:
                 a = http.get(f"/v1/assets/{asset['id']}").json()
-                line = f"{a['status']:10s} {a['progress']['stage'] or '':10s} {100 * (a['progress']['fraction'] or 0):5.1f}%"
-                if line != last:
-                    print(f"[demo]   {line}  ({time.time() - t0:.0f} s)", flush=True)
-                    last = line
+                stage = (a["status"], a["progress"]["stage"])
+                if stage != last_stage or time.time() - last_print >= 10:
+                    print(f"[demo]   {a['status']:10s} {a['progress']['stage'] or '':10s} "
+                          f"{100 * (a['progress']['fraction'] or 0):5.1f}%  ({time.time() - t0:.0f} s)", flush=True)
+                    last_stage, last_print = stage, time.time()
                 if a["status"] in ("ready", "errored"):
                     break
                 time.sleep(2)

@@ -358,9 +358,13 @@ def encode(
     t0 = time.perf_counter()
     prog("train", 0.0)
     results: dict[int, Any] = {}
-    for i, result in executor.map_unordered(train, specs):
-        results[i] = result
-        prog("train", len(results) / len(specs))
+    if isinstance(executor, InlineExecutor):  # in this process: progress within each model too
+        for i, spec in enumerate(specs):
+            results[i] = train(spec, lambda it, total, loss, i=i: prog("train", (i + it / total) / len(specs)))
+    else:
+        for i, result in executor.map_unordered(train, specs):
+            results[i] = result
+            prog("train", len(results) / len(specs))
     seconds["train"] = time.perf_counter() - t0
 
     # ---- export ONNX
