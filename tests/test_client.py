@@ -188,3 +188,13 @@ def test_viewer_composes_sr_lanczos_and_split_with_an_overlay():
     assert (over[250:, :] == 200).all()  # and nowhere else
     with pytest.raises(ValueError):
         compose(sr, lz, "nope", [])
+
+
+def test_out_writes_the_upscaled_video(leaf_asset, tmp_path):
+    from fitcast.media import iter_frames, probe
+
+    out = tmp_path / "up.mp4"
+    play(str(leaf_asset), PlayOptions(max_frames=4, out=out), fetcher=Fetcher(cache_dir=tmp_path / "cache"))
+    info = probe(out)
+    assert (info.width, info.height) == (1280, 720)
+    assert len(list(iter_frames(out))) == 4
