@@ -81,19 +81,26 @@ class RoutedUpscaler:
     frame on the batch of its patches.
     """
 
-    def __init__(self, manifest: Manifest, sessions: Mapping[str, Session]) -> None:
-        self.scale = manifest.scale
-        lw, lh = manifest.lr
-        self.grid = Grid(lw, lh, manifest.patch.size, manifest.patch.overlap)
+    def __init__(self, grid: Grid, scale: int, sessions: Mapping[str, Session]) -> None:
+        self.scale = scale
+        self.grid = grid
         self.sessions = dict(sessions)
         self.canvas = FrameCanvas(self.grid, self.scale)
         n, w = self.grid.gh * self.grid.gw, self.grid.window
         self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
 
-    def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str]) -> np.ndarray:
-        """Return the HR frame (a view into a reused buffer: copy it to keep it)."""
-        base = upscale(lr, self.scale, "lanczos")
-        self.canvas.set_base(base)
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> "RoutedUpscaler":
+        lw, lh = manifest.lr
+        return cls(Grid(lw, lh, manifest.patch.size, manifest.patch.overlap), manifest.scale, sessions)
+
+    def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
+                base: np.ndarray | None = None) -> np.ndarray:
+        """Return the HR frame (a view into a reused buffer: copy it to keep it).
+
+        ``base`` may pass the lanczos upscale of ``lr`` when the caller already has it.
+        """
+        self.canvas.set_base(upscale(lr, self.scale, "lanczos") if base is None else base)
         plan = routes_by_model(routes)
         if plan:
             windows = self.grid.windows(self.grid.pad(lr))

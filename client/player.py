@@ -128,7 +128,7 @@ def play(
         entry = m.model(mid, options.precision)
         precisions.add(entry.precision)
         sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), options.runtime, threads=options.threads)
-    upscaler = RoutedUpscaler(m, sessions)
+    upscaler = RoutedUpscaler.for_manifest(m, sessions)
 
     ref_iter: Iterator[np.ndarray] | None = None
     if options.reference is not None:

@@ -23,7 +23,7 @@ import numpy as np
 from chunking.grid import Grid, load_labels, save_labels
 from chunking.groups import assign_groups
 from chunking.score import lanczos_psnr_y, patch_sse_y
-from client.plan import FrameCanvas, add_residual, run_residual
+from client.plan import RoutedUpscaler
 from client.runtime import OrtSession
 from fitcast.errors import InvalidInputError, MediaError
 from fitcast.manifest import FORMAT, LANCZOS, Bits, Manifest, ModelEntry, PatchSpec, Segment, SegmentQuality
@@ -407,8 +407,11 @@ def encode(
     # ---- evaluate: per-segment do-no-harm gate and the quality report
     t0 = time.perf_counter()
     shipped = int8_bytes if options.int8 else onnx_bytes  # what the player runs by default
-    sessions = {mid: OrtSession(b) for mid, b in shipped.items()}
-    fp32_sessions = {mid: OrtSession(b) for mid, b in onnx_bytes.items()} if options.int8 else None
+    # the player's own upscaler, with every group routed to its model: the candidate "all SR" frame
+    all_sr = {str(g): mid for g, mid in enumerate(group_model)}
+    upscaler = RoutedUpscaler(grid, s, {mid: OrtSession(b) for mid, b in shipped.items()})
+    fp32_upscaler = (RoutedUpscaler(grid, s, {mid: OrtSession(b) for mid, b in onnx_bytes.items()})
+                     if options.int8 else None)
     seg_reports: list[dict[str, Any]] = []
     frame_psnr = {"lanczos": [], "bicubic": [], "sr": [], "sr_fp32": []}
     frame_ssim = {"lanczos": [], "sr": []}
@@ -420,9 +423,7 @@ def encode(
         sr_frames, base_frames = [], []
         for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
             base = upscale(lr, s, "lanczos")
-            windows = grid.windows(grid.pad(lr))
-            # the same canvas arithmetic as the player
-            upscaler_frame = _compose_all(base, windows, seg.labels[j], sessions, group_model, grid, s)
+            upscaler_frame = upscaler.upscale(lr, seg.labels[j], all_sr, base).copy()
             p_base = patch_sse_y(base, hr, grid, s)
             p_sr = patch_sse_y(upscaler_frame, hr, grid, s)
             for g in range(k):
@@ -444,11 +445,9 @@ def encode(
             frame_psnr["bicubic"].append(psnr_y(upscale(lr, s, "bicubic"), hr))
             frame_ssim["lanczos"].append(ssim_y(base_frames[j], hr))
             frame_ssim["sr"].append(ssim_y(final, hr))
-            if fp32_sessions is not None:  # what int8 costs: the same routes with the fp32 models
-                windows = grid.windows(grid.pad(lr))
-                sr32 = _compose_all(base_frames[j], windows, seg.labels[j], fp32_sessions, group_model, grid, s)
-                frame_psnr["sr_fp32"].append(
-                    psnr_y(_apply_routes(base_frames[j], sr32, seg.labels[j], routes, grid, s), hr))
+            if fp32_upscaler is not None:  # what int8 costs: the same routes with the fp32 models
+                sr32 = fp32_upscaler.upscale(lr, seg.labels[j], routes, base_frames[j])
+                frame_psnr["sr_fp32"].append(psnr_y(sr32, hr))
         seg_reports.append(
             {
                 "index": seg.index,
@@ -564,18 +563,6 @@ def encode(
     shutil.rmtree(work, ignore_errors=True)
     prog("publish", 1.0)
     return manifest
-
-
-def _compose_all(base, windows, labels, sessions, group_model: list[str], grid: Grid, s: int) -> np.ndarray:
-    """Apply every group's model to its patches (the candidate 'all SR' frame)."""
-    canvas = FrameCanvas(grid, s)
-    canvas.set_base(base)
-    for g, mid in enumerate(group_model):
-        rows, cols = np.nonzero(labels == g)
-        if rows.size:
-            residual = run_residual(sessions[mid], windows[rows, cols], grid, s)
-            canvas.blocks[rows, cols] = add_residual(canvas.blocks[rows, cols], residual)
-    return canvas.frame.copy()
 
 
 def _clear_leftovers(out_dir: Path) -> None:

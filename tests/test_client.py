@@ -30,7 +30,7 @@ def _first_frames(asset_dir):
 
 def test_all_lanczos_routes_equal_whole_frame_lanczos(leaf_asset):
     m, seg, frames, labels, sessions = _first_frames(leaf_asset)
-    up = RoutedUpscaler(m, sessions)
+    up = RoutedUpscaler.for_manifest(m, sessions)
     routes = {str(g): "lanczos" for g in range(m.k)}
     for j in (0, 7):
         out = up.upscale(frames[j], labels[j], routes)
@@ -41,7 +41,7 @@ def test_batched_routing_equals_naive_per_patch_path(leaf_asset):
     m, seg, frames, labels, sessions = _first_frames(leaf_asset)
     assert m.models, "the tiny encode should have produced at least one model"
     routes = {str(g): (m.models[0].id if g % 2 == 0 else "lanczos") for g in range(m.k)}
-    up = RoutedUpscaler(m, sessions)
+    up = RoutedUpscaler.for_manifest(m, sessions)
     lr, lab = frames[3], labels[3]
     fast = up.upscale(lr, lab, routes).copy()
     # naive: one model call per patch, pasted with plain slicing
@@ -119,7 +119,7 @@ def test_patches_stitch_without_seams(leaf_asset):
     """Every patch routed to one model equals that model run on the whole (edge-padded) frame."""
     m, seg, frames, labels, sessions = _first_frames(leaf_asset)
     model_id = m.models[0].id
-    up = RoutedUpscaler(m, sessions)
+    up = RoutedUpscaler.for_manifest(m, sessions)
     lr = frames[5]
     routed = up.upscale(lr, labels[5], {str(g): model_id for g in range(m.k)}).copy()
     o, s = m.patch.overlap, m.scale
