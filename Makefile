@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk (a looser pin pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[server,test]"
+	$(BIN)/python -m pip install -q -e ".[server,openvino,ray,mobile,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

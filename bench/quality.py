@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_name  # noqa: E402
 from fitcast.media import cut, iter_frames, run_ffmpeg  # noqa: E402
 from fitcast.metrics import psnr_y  # noqa: E402
 from server.pipeline import EncodeOptions, encode  # noqa: E402
@@ -85,7 +86,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     work.mkdir(exist_ok=True)
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    results = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                            "python": platform.python_version()},
                "preset": args.preset, "k": args.k, "runs": []}
     for spec in args.clips:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Mapping
 
+import cv2
 import numpy as np
 
 from chunking.grid import Grid
@@ -29,20 +30,30 @@ def windows_to_input(windows: np.ndarray, out: np.ndarray | None = None) -> np.n
     return out
 
 
-def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int, buffer: np.ndarray | None = None) -> np.ndarray:
+def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int, buffer: np.ndarray | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Residual (HR units of 0..255) for the central P*s square of each window: ``[n, Ps, Ps, 3]``.
 
-    ``buffer`` is a preallocated float32 ``[>= n, 3, W, W]`` input buffer (the static plan's).
+    ``buffer`` is a preallocated float32 ``[>= n, 3, W, W]`` input buffer and ``out`` a
+    float32 ``[>= n, Ps, Ps, 3]`` output buffer (the static plan's); crop, NCHW->NHWC and
+    the x255 happen in one pass into ``out``.
     """
-    x = windows_to_input(windows, None if buffer is None else buffer[: windows.shape[0]])
-    out = session.run(x)
+    n = windows.shape[0]
+    x = windows_to_input(windows, None if buffer is None else buffer[:n])
+    y = session.run(x)
     o, ps = grid.overlap * scale, grid.patch * scale
-    return out[:, :, o : o + ps, o : o + ps].transpose(0, 2, 3, 1) * np.float32(255.0)
+    dst = np.empty((n, ps, ps, 3), np.float32) if out is None else out[:n]
+    np.multiply(y[:, :, o : o + ps, o : o + ps].transpose(0, 2, 3, 1), np.float32(255.0), out=dst)
+    return dst
 
 
 def add_residual(base_blocks: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """uint8 HR patches = round(clip(base + residual))."""
-    return np.clip(np.rint(base_blocks.astype(np.float32) + residual), 0, 255).astype(np.uint8)
+    """uint8 HR patches = round(clip(base + residual)), in one saturating pass (OpenCV)."""
+    base = np.ascontiguousarray(base_blocks)
+    res = np.ascontiguousarray(residual, dtype=np.float32)
+    flat = base.shape[-2]
+    out = cv2.add(base.reshape(-1, flat, 3), res.reshape(-1, flat, 3), dtype=cv2.CV_8U)
+    return out.reshape(base.shape)
 
 
 class FrameCanvas:
@@ -86,8 +97,9 @@ class RoutedUpscaler:
         self.grid = grid
         self.sessions = dict(sessions)
         self.canvas = FrameCanvas(self.grid, self.scale)
-        n, w = self.grid.gh * self.grid.gw, self.grid.window
+        n, w, ps = self.grid.gh * self.grid.gw, self.grid.window, self.grid.patch * scale
         self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
+        self.residuals = np.empty((n, ps, ps, 3), np.float32)
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> "RoutedUpscaler":
@@ -109,7 +121,7 @@ class RoutedUpscaler:
                 if rows.size == 0:
                     continue
                 residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid, self.scale,
-                                        self.buffers[model_id])
+                                        self.buffers[model_id], self.residuals)
                 blocks = self.canvas.blocks
                 blocks[rows, cols] = add_residual(blocks[rows, cols], residual)
         return self.canvas.frame

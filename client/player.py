@@ -23,11 +23,11 @@ from client.fetch import Asset, Fetcher, open_asset
 from client.plan import RoutedUpscaler, routes_by_model
 from client.realtime import Clock, DegradePolicy
 from client.report import PlaybackStats
-from client.runtime import open_session
+from client.runtime import open_session, resolve_runtime
 from client.viewer import Viewer
 from fitcast.errors import InvalidInputError
-from fitcast.manifest import Manifest
-from fitcast.media import VideoWriter, iter_frames, upscale
+from fitcast.manifest import LANCZOS, Manifest
+from fitcast.media import VideoWriter, has_audio, iter_frames, mux_audio, upscale
 from fitcast.metrics import psnr_y
 
 
@@ -36,7 +36,7 @@ class PlayOptions:
     reference: Path | None = None
     headless: bool = True
     out: Path | None = None
-    runtime: str = "ort"
+    runtime: str = "auto"  # auto: the fastest installed (OpenVINO, then ONNX Runtime)
     precision: str = "auto"  # auto: int8 where the asset ships it
     report: Path | None = None
     max_frames: int | None = None
@@ -44,14 +44,17 @@ class PlayOptions:
     # A real-time target (frames per second): frames get deadlines and the player degrades
     # (easy groups to lanczos first) rather than fall behind.  None: play as fast as possible.
     target_fps: float | None = None
+    # False: lanczos only (no model is fetched or run): the baseline player.
+    sr: bool = True
 
 
 class FrameFeed:
     """Fetches segments and label maps and decodes frames in a background thread.
 
-    Frames wait in a bounded queue (``depth`` frames), so decoding and the next
-    segment's download overlap with upscaling and memory stays bounded.
-    Iterating yields ``(segment, index, lr_frame, labels_of_frame)``.
+    Frames wait in a bounded queue (``depth`` frames), so decoding, the lanczos base
+    of each frame and the next segment's download overlap with the models' work on
+    the other core, and memory stays bounded.
+    Iterating yields ``(segment, index, lr_frame, lanczos_base, labels_of_frame)``.
     """
 
     _END = object()
@@ -86,7 +89,8 @@ class FrameFeed:
                         break
                     if j >= labels.shape[0]:
                         raise InvalidInputError(f"segment {seg.index} has more frames than its label map")
-                    if not self._put((seg, j, lr, labels[j])):
+                    base = upscale(lr, m.scale, "lanczos")
+                    if not self._put((seg, j, lr, base, labels[j])):
                         return
                     sent += 1
             self._put(self._END)
@@ -121,21 +125,27 @@ def play(
     if options.max_frames is not None:
         total_frames = min(total_frames, options.max_frames)
 
-    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
+    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)}) if options.sr else []
+    runtime = resolve_runtime(options.runtime)
+    window = m.patch.size + 2 * m.patch.overlap
     sessions = {}
     precisions: set[str] = set()
     for mid in used:
         entry = m.model(mid, options.precision)
         precisions.add(entry.precision)
-        sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), options.runtime, threads=options.threads)
+        sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), runtime, threads=options.threads,
+                                     window=window)
     upscaler = RoutedUpscaler.for_manifest(m, sessions)
 
     ref_iter: Iterator[np.ndarray] | None = None
     if options.reference is not None:
         ref_iter = iter_frames(options.reference, crop=tuple(m.crop))
 
-    stats = PlaybackStats(runtime=options.runtime if options.runtime != "auto" else "ort", output_size=tuple(m.hr))
-    writer = VideoWriter(options.out, m.hr[0], m.hr[1], m.fps) if options.out else None
+    stats = PlaybackStats(runtime=runtime if options.sr else "none", output_size=tuple(m.hr))
+    init = asset.read(m.init_uri)
+    with_audio = options.out is not None and has_audio(init)
+    video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio else options.out
+    writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps) if video_out else None
     viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
     policy = clock = None
     if options.target_fps:
@@ -146,12 +156,14 @@ def play(
     try:
         current = None
         t_prev = time.perf_counter()
-        for seg, j, lr, labels in feed:
+        for seg, j, lr, base, labels in feed:
             if seg is not current:
                 current = seg
                 seg_stats = stats.segment(seg.index)
-            routes = policy.routes(seg.routes) if policy is not None else seg.routes
-            hr = upscaler.upscale(lr, labels, routes)
+            routes = seg.routes if options.sr else {label: LANCZOS for label in seg.routes}
+            if policy is not None:
+                routes = policy.routes(routes)
+            hr = upscaler.upscale(lr, labels, routes, base)
             if writer is not None:
                 writer.write(hr)
             t_now = time.perf_counter()
@@ -167,10 +179,10 @@ def play(
                     raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
                                             f"asset is {hr.shape[1]}x{hr.shape[0]}")
                 seg_stats.psnr_sr.append(psnr_y(hr, ref))
-                seg_stats.psnr_lanczos.append(psnr_y(upscale(lr, m.scale, "lanczos"), ref))
+                seg_stats.psnr_lanczos.append(psnr_y(base, ref))
             if viewer is not None:
                 psnr = (seg_stats.psnr_sr[-1], seg_stats.psnr_lanczos[-1]) if seg_stats.psnr_sr else None
-                if not viewer.show(hr, upscale(lr, m.scale, "lanczos"), t_now - t_prev, psnr):
+                if not viewer.show(hr, base, t_now - t_prev, psnr):
                     break
             played += 1
             if on_frame is not None:
@@ -182,6 +194,14 @@ def play(
             writer.close()
         if viewer is not None:
             viewer.close()
+    if with_audio:  # pass the rendition's audio through, cut to the frames played
+        seen = {s.index for s in stats.segments}
+        played_segments = [seg for seg in m.segments if seg.index in seen]
+        rendition = io.BytesIO(init + b"".join(asset.read(seg.uri) for seg in played_segments))
+        try:
+            mux_audio(video_out, rendition, options.out)
+        finally:
+            video_out.unlink(missing_ok=True)
     if clock is not None and policy is not None:
         stats.dropped_frames = clock.dropped
     report = stats.to_dict()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from client.runtime import RUNTIMES
 from fitcast.errors import FitcastError
 
 
@@ -42,10 +43,13 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
-    enc.add_argument("--preset", choices=("fast", "balanced", "best"), default="balanced")
+    enc.add_argument("--preset", choices=("fast", "realtime", "balanced", "best"), default="balanced",
+                     help="model size and training budget (realtime: small enough to play at 720p on a weak CPU)")
     enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
     enc.add_argument("--group-weights", type=_weights, default=None,
                      help="jstdo: sampling weight of each group, hardest first (e.g. 2,1)")
+    enc.add_argument("--train-device", default="auto",
+                     help="where models train: auto (a GPU when torch sees one), cpu or cuda")
     enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -59,13 +63,26 @@ def _build_parser() -> argparse.ArgumentParser:
     ply.add_argument("--reference", type=Path, default=None, help="the original video, for PSNR")
     ply.add_argument("--headless", action="store_true", help="no window")
     ply.add_argument("--out", type=Path, default=None, help="write the upscaled video (MP4)")
-    ply.add_argument("--runtime", default="ort", choices=("ort", "auto"))
+    ply.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                     help="inference runtime; auto: OpenVINO when installed, else ONNX Runtime")
     ply.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"),
                      help="model precision (auto: int8 where shipped)")
     ply.add_argument("--report", type=Path, default=None, help="write the playback report (JSON)")
     ply.add_argument("--max-frames", type=int, default=None)
     ply.add_argument("--target-fps", type=_positive_float, default=None,
                      help="real-time target: degrade (easy patches to lanczos first) instead of falling behind")
+
+    exp = sub.add_parser("export", help="export an asset's models for phones (ONNX and ExecuTorch .pte, checked)")
+    exp.add_argument("location", help="asset directory or URL")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to write")
+    exp.add_argument("--batch", type=int, default=16, help="static patch batch of the .pte programs")
+    exp.add_argument("--formats", default="onnx,pte", help="comma-separated: onnx, pte")
+    exp.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8")
+
+    prof = sub.add_parser("profile-device", help="measure a phone bundle's models here and write a device profile")
+    prof.add_argument("bundle", type=Path, help="what `fitcast export` wrote")
+    prof.add_argument("-o", "--output", type=Path, default=Path("device-profile.json"))
+    prof.add_argument("--runs", type=int, default=30)
     return parser
 
 
@@ -101,6 +118,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     options = EncodeOptions(
         scale=args.scale, method=args.method, k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
         preset=args.preset, iterations=args.iterations, group_weights=args.group_weights, int8=args.int8,
+        train_device=args.train_device,
     ).validate()
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:
@@ -148,7 +166,31 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"encode": cmd_encode, "serve": cmd_serve, "play": cmd_play}
+def cmd_export(args: argparse.Namespace) -> int:
+    from mobile.export import PARITY_DB, export_asset
+
+    report = export_asset(args.location, args.output, batch=args.batch,
+                          formats=tuple(f for f in args.formats.split(",") if f),
+                          precisions=tuple(p for p in args.precisions.split(",") if p))
+    for f in report.files:
+        outside = f", outside XNNPACK: {', '.join(f.outside_delegate)}" if f.outside_delegate else ""
+        mark = "ok" if f.parity_db >= PARITY_DB[f.precision] else "FAILED"
+        print(f"{f.file}: {f.bytes} bytes, parity {f.parity_db:.1f} dB ({mark}){outside}")
+    if not report.ok:
+        print("fitcast: error: a file failed its parity check (see bundle.json)", file=sys.stderr)
+        return 1
+    print(f"bundle written to {args.output} (batch {report.batch}, window {report.window})")
+    return 0
+
+
+def cmd_profile_device(args: argparse.Namespace) -> int:
+    from mobile.benchmark import main as benchmark_main
+
+    return benchmark_main([str(args.bundle), "-o", str(args.output), "--runs", str(args.runs)])
+
+
+COMMANDS = {"encode": cmd_encode, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
+            "profile-device": cmd_profile_device}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,11 +17,19 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_bytes: int = Field(default=2 * 1024**3, description="uploads larger than this get 413")
     job_workers: int = Field(default=1, ge=1, description="encodes running at once")
-    executor: Literal["inline", "process"] = "inline"
+    # Where an encode's training fan-out runs: in the worker, on a local process pool, or on Ray
+    # (pip install 'fitcast[ray]'; ray_address None starts a local instance).
+    executor: Literal["inline", "process", "ray"] = "inline"
     executor_workers: int = 2
+    ray_address: str | None = None
     poll_seconds: float = 0.5
+    # A running job's lease: renewed every poll while its worker lives; a job whose lease ran out
+    # (its server died) is taken over by the next dispatcher that looks.
+    job_lease_seconds: float = Field(default=30.0, gt=0)
     # Encode overrides for every job (tests use tiny budgets).
     train_iterations: int | None = None
+    # Where encodes train their models: auto = a GPU when torch sees one, else the CPU.
+    train_device: str = "auto"
 
     @property
     def assets_dir(self) -> Path:

@@ -72,9 +72,12 @@ class Segment(_Model):
 
 
 class Bits(_Model):
+    """Bits of what a player downloads; ``video`` excludes ``audio`` (0 when the source has none)."""
+
     video: int
     models: int
     labels: int
+    audio: int = 0
 
 
 class Manifest(_Model):

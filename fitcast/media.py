@@ -29,7 +29,10 @@ ALLOWED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts
 ALLOWED_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "ffv1", "prores", "mjpeg"}
 )
-_OPEN_OPTIONS = {"protocol_whitelist": "file,pipe"}
+# Untrusted files open with local-file protocols only and with the demuxer chosen from the
+# allowlist *before* its header is read: an HLS playlist or a concat script named ".mp4" is
+# refused before it can open any other file.
+_OPEN_OPTIONS = {"protocol_whitelist": "file,pipe", "format_whitelist": ",".join(sorted(ALLOWED_CONTAINERS))}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Limits:
     max_duration: float = 15 * 60.0
     max_streams: int = 16
     min_side: int = 64
+    # Decoded YUV 4:2:0 bytes the whole video may expand to (pixels x 1.5 x frames):
+    # bounds the work a small file can ask for (1080p30 for ~18 min, 4K30 for ~4.5 min).
+    max_decoded_bytes: int = 100 * 10**9
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ def _open(path: str | Path | IO[bytes], label: str | None = None, **kwargs) -> a
             return av.open(str(p), options=_OPEN_OPTIONS, **kwargs)
         return av.open(path, **kwargs)
     except av.FFmpegError as exc:
+        if isinstance(path, (str, Path)) and isinstance(exc, av.ArgumentError):
+            # libav answers EINVAL when the probed demuxer is not on the whitelist
+            raise UnsupportedMediaError(f"{label}: not one of the accepted containers "
+                                        f"({', '.join(sorted(ALLOWED_CONTAINERS))})") from None
         raise MediaError(f"{label}: not a readable video ({exc.strerror or exc})") from None
 
 
@@ -140,6 +150,10 @@ def probe(path: str | Path, limits: Limits = Limits(), *, name: str | None = Non
         if rotation in (90, 270):
             w, h = h, w
         frames = stream.frames or int(round(duration * float(fps)))
+        decoded = w * h * 3 // 2 * max(frames, int(round(duration * float(fps))))
+        if decoded > limits.max_decoded_bytes:
+            raise UnsupportedMediaError(f"{label}: {w}x{h} for {duration:.0f} s would decode to {decoded / 1e9:.0f} GB "
+                                        f"(limit {limits.max_decoded_bytes / 1e9:.0f} GB)")
         return MediaInfo(
             path=path,
             container=container.format.name,
@@ -169,8 +183,12 @@ def iter_frames(
     crop: tuple[int, int, int, int] | None = None,
     max_frames: int | None = None,
     fmt: str | None = None,
+    max_pixels: int = Limits.max_pixels,
 ) -> Iterator[np.ndarray]:
-    """Decode every video frame of ``source`` as RGB uint8, optionally cropped to (x, y, w, h)."""
+    """Decode every video frame of ``source`` as RGB uint8, optionally cropped to (x, y, w, h).
+
+    A frame larger than ``max_pixels`` ends decoding with an error (the size in a file's
+    header binds nothing: a stream may switch to 8K frames later)."""
     kwargs = {"format": fmt} if fmt else {}
     container = _open(source, **kwargs)
     try:
@@ -181,6 +199,9 @@ def iter_frames(
         n = 0
         try:
             for frame in container.decode(stream):
+                if frame.width * frame.height > max_pixels:  # a stream that grows after its header
+                    raise UnsupportedMediaError(f"{source}: frame {n} is {frame.width}x{frame.height}, "
+                                                f"over {max_pixels} pixels")
                 img = _to_rgb(frame)
                 if crop is not None:
                     x, y, w, h = crop
@@ -258,12 +279,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def cut(src: str | Path, dst: str | Path, *, start: float, duration: float, crf: int = 12) -> Path:
-    """Cut ``duration`` seconds from ``start`` into a high-quality H.264 MP4 (video only)."""
+def cut(src: str | Path, dst: str | Path, *, start: float, duration: float, crf: int = 12,
+        audio: bool = False) -> Path:
+    """Cut ``duration`` seconds from ``start`` into a high-quality H.264 MP4 (video only,
+    unless ``audio``: then the first audio stream too, as AAC)."""
     dst = Path(dst)
+    sound = ["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k"] if audio else ["-an"]
     run_ffmpeg(
         ["-ss", f"{start}", "-i", str(src), "-t", f"{duration}", "-map", "0:v:0", "-c:v", "libx264",
-         "-preset", "fast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-an", "-sn", "-dn", str(dst)]
+         "-preset", "fast", "-crf", str(crf), "-pix_fmt", "yuv420p", *sound, "-sn", "-dn", str(dst)]
     )
     return dst
 
@@ -285,6 +309,10 @@ class HlsEncoder:
     crf: int = 23
     x264_preset: str = "medium"
     timeout: float = 3600.0
+    # A file whose first audio stream is passed on (AAC) in the same segments,
+    # padded or cut to the video's length.
+    audio_from: Path | None = None
+    audio_bitrate: str = "96k"
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     frames_written: int = field(default=0, init=False)
 
@@ -297,6 +325,14 @@ class HlsEncoder:
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
             "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
+        ]
+        if self.audio_from is not None:
+            cmd += ["-protocol_whitelist", "file", "-format_whitelist", _OPEN_OPTIONS["format_whitelist"],
+                    "-i", str(self.audio_from),
+                    "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ac", "2",
+                    # silence pads a short track; the video's end ends the audio (no frame is dropped)
+                    "-af", "apad", "-shortest"]
+        cmd += [
             "-c:v", "libx264", "-preset", self.x264_preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
             "-g", str(n), "-keyint_min", str(n), "-sc_threshold", "0", "-flags", "+cgop",
             "-x264-params", f"scenecut=0:open-gop=0:keyint={n}:min-keyint={n}",
@@ -359,6 +395,44 @@ def h264_codec_string(init: bytes) -> str:
         return "avc1.64001f"
     profile, compat, level = init[idx + 5], init[idx + 6], init[idx + 7]
     return f"avc1.{profile:02x}{compat:02x}{level:02x}"
+
+
+def audio_bytes(init: bytes, segments: Iterable[bytes]) -> int:
+    """Bytes of audio packets in an fMP4 rendition (0 when it has no audio)."""
+    total = 0
+    for seg in segments:
+        with _open(io.BytesIO(init + seg), format="mp4") as container:
+            if not container.streams.audio:
+                return 0
+            total += sum(p.size for p in container.demux(container.streams.audio[0]) if p.size)
+    return total
+
+
+def has_audio(init: bytes) -> bool:
+    with _open(io.BytesIO(init), format="mp4") as container:
+        return bool(container.streams.audio)
+
+
+def mux_audio(video: str | Path, audio_source: IO[bytes], out: str | Path, *, fmt: str = "mp4") -> None:
+    """Write ``out`` = the video stream of ``video`` + the first audio stream of
+    ``audio_source`` (packets copied, no re-encode), cut to the video's length."""
+    with av.open(str(video)) as vin, _open(audio_source, format=fmt) as ain, av.open(str(out), mode="w") as dst:
+        v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
+        v_out = dst.add_stream_from_template(v_in)
+        a_out = dst.add_stream_from_template(a_in)
+        end = float(v_in.duration * v_in.time_base) if v_in.duration else float(vin.duration or 0) / 1e6
+        for packet in vin.demux(v_in):
+            if packet.dts is None:
+                continue
+            packet.stream = v_out
+            dst.mux(packet)
+        for packet in ain.demux(a_in):
+            if packet.dts is None or packet.pts is None:
+                continue
+            if end and float(packet.pts * a_in.time_base) >= end:
+                break
+            packet.stream = a_out
+            dst.mux(packet)
 
 
 class VideoWriter:

@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     settings.assets_dir.mkdir(parents=True, exist_ok=True)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.db_path)
-    dispatcher = Dispatcher(store, settings.model_dump_json(), workers=settings.job_workers, poll=settings.poll_seconds)
+    dispatcher = Dispatcher(store, settings.model_dump_json(), workers=settings.job_workers, poll=settings.poll_seconds,
+                            lease_seconds=settings.job_lease_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,9 +1,13 @@
 """The job table (SQLite, WAL) and the dispatcher that runs encodes.
 
-One row per asset.  A job is ``queued`` until the dispatcher claims it
-(``processing``), then ``ready`` or ``errored``.  On start-up, jobs left
-``processing`` by a crash go back to ``queued`` and run again: every stage of the
-pipeline publishes by atomic rename, so a rerun never serves half-written files.
+One row per asset.  A job is ``queued`` until a dispatcher claims it
+(``processing``, with a *lease*: an owner and an expiry time), then ``ready`` or
+``errored``.  While the worker process lives, its dispatcher renews the lease
+(a heartbeat every poll).  A job whose lease ran out — its server was killed,
+even with ``kill -9``, or lost its disk — is claimed again by any dispatcher on
+the same database, up to ``MAX_ATTEMPTS`` claims; then it fails with a reason.
+Every stage of the pipeline publishes by atomic rename and a rerun first clears
+what the interrupted run left unpublished, so no half-written file is served.
 
 Encodes run in spawned subprocesses (``server.worker``), so a crash in native
 code or a kill never takes the HTTP server down.
@@ -15,8 +19,11 @@ import json
 import logging
 import multiprocessing
 import sqlite3
+import os
+import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +46,15 @@ CREATE TABLE IF NOT EXISTS assets (
     source_sha256 TEXT,
     idempotency_key TEXT UNIQUE,
     attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
 """
+# Columns added after the first release: added to older databases on open.
+MIGRATIONS = {"lease_owner": "ALTER TABLE assets ADD COLUMN lease_owner TEXT",
+              "lease_expires": "ALTER TABLE assets ADD COLUMN lease_expires REAL"}
 
 STATUSES = ("queued", "processing", "ready", "errored")
 MAX_ATTEMPTS = 3
@@ -65,6 +77,8 @@ class Job:
     attempts: int
     created: float
     updated: float
+    lease_owner: str | None = None
+    lease_expires: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -84,6 +98,10 @@ class JobStore:
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            have = {row["name"] for row in con.execute("PRAGMA table_info(assets)")}
+            for column, ddl in MIGRATIONS.items():
+                if column not in have:
+                    con.execute(ddl)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -139,62 +157,80 @@ class JobStore:
     def finish(self, asset_id: str, *, error: dict[str, Any] | None = None) -> None:
         with self._connect() as con:
             if error:
-                con.execute("UPDATE assets SET status='errored', error=?, updated=? WHERE id=?",
-                            (json.dumps(error), time.time(), asset_id))
+                con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
+                            "updated=? WHERE id=?", (json.dumps(error), time.time(), asset_id))
             else:
                 con.execute("UPDATE assets SET status='ready', stage='done', fraction=1.0, playable=1, error=NULL, "
-                            "updated=? WHERE id=?", (time.time(), asset_id))
+                            "lease_owner=NULL, lease_expires=NULL, updated=? WHERE id=?", (time.time(), asset_id))
 
-    def claim_next(self) -> Job | None:
-        """Atomically move the oldest queued job to processing."""
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            row = con.execute("SELECT * FROM assets WHERE status='queued' ORDER BY seq LIMIT 1").fetchone()
-            if row is None:
-                con.execute("COMMIT")
-                return None
-            con.execute(
-                "UPDATE assets SET status='processing', attempts=attempts+1, updated=? WHERE id=?",
-                (time.time(), row["id"]),
-            )
-            con.execute("COMMIT")
-        return self.get(row["id"])
+    def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+        """Atomically take the oldest job that is queued or whose lease ran out.
 
-    def requeue_interrupted(self) -> list[str]:
-        """After a restart: jobs left 'processing' run again (or fail after MAX_ATTEMPTS)."""
-        with self._connect() as con:
-            rows = con.execute("SELECT id, attempts FROM assets WHERE status='processing'").fetchall()
-            ids = []
-            for row in rows:
-                if row["attempts"] >= MAX_ATTEMPTS:
+        A job taken for the ``MAX_ATTEMPTS``-th time after lapsed leases fails
+        instead of running again (it keeps killing its workers, or their server).
+        """
+        while True:
+            now = time.time()
+            with self._connect() as con:
+                con.execute("BEGIN IMMEDIATE")
+                row = con.execute(
+                    "SELECT * FROM assets WHERE status='queued' OR (status='processing' AND "
+                    "(lease_expires IS NULL OR lease_expires < ?)) ORDER BY seq LIMIT 1", (now,)
+                ).fetchone()
+                if row is None:
+                    con.execute("COMMIT")
+                    return None
+                if row["status"] == "processing" and row["attempts"] >= MAX_ATTEMPTS:
                     err = {"type": "about:blank", "title": "Encode failed", "status": 500,
-                           "detail": f"interrupted {row['attempts']} times"}
-                    con.execute("UPDATE assets SET status='errored', error=?, updated=? WHERE id=?",
-                                (json.dumps(err), time.time(), row["id"]))
-                else:
-                    con.execute("UPDATE assets SET status='queued', stage='queued', updated=? WHERE id=?",
-                                (time.time(), row["id"]))
-                    ids.append(row["id"])
-        return ids
+                           "detail": f"interrupted {row['attempts']} times (its worker or server died each time)"}
+                    con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
+                                "updated=? WHERE id=?", (json.dumps(err), now, row["id"]))
+                    con.execute("COMMIT")
+                    continue
+                if row["status"] == "processing":
+                    log.info("job %s: lease of %s ran out, taking it over", row["id"], row["lease_owner"])
+                con.execute(
+                    "UPDATE assets SET status='processing', stage='queued', attempts=attempts+1, lease_owner=?, "
+                    "lease_expires=?, updated=? WHERE id=?",
+                    (owner, now + lease_seconds, now, row["id"]),
+                )
+                con.execute("COMMIT")
+            return self.get(row["id"])
+
+    def heartbeat(self, asset_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend ``owner``'s lease on a processing job; False when it is no longer theirs."""
+        with self._connect() as con:
+            cur = con.execute(
+                "UPDATE assets SET lease_expires=? WHERE id=? AND status='processing' AND lease_owner=?",
+                (time.time() + lease_seconds, asset_id, owner),
+            )
+            return cur.rowcount == 1
+
+    def release(self, asset_id: str, owner: str) -> None:
+        """Hand a job back to the queue at once (a clean shutdown), keeping its attempt count."""
+        with self._connect() as con:
+            con.execute("UPDATE assets SET status='queued', stage='queued', lease_owner=NULL, lease_expires=NULL, "
+                        "updated=? WHERE id=? AND status='processing' AND lease_owner=?", (time.time(), asset_id, owner))
 
 
 class Dispatcher:
     """Claims queued jobs and runs each in a spawned worker process."""
 
-    def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5) -> None:
+    def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5,
+                 lease_seconds: float = 30.0) -> None:
         self.store = store
         self.settings_json = settings_json
         self.workers = workers
         self.poll = poll
+        self.lease_seconds = lease_seconds
+        # Unique per dispatcher: a restarted server is a new owner and waits for the old leases to lapse.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._procs: set[multiprocessing.process.BaseProcess] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        resumed = self.store.requeue_interrupted()
-        if resumed:
-            log.info("resuming interrupted jobs: %s", ", ".join(resumed))
         for i in range(self.workers):
             t = threading.Thread(target=self._loop, name=f"fitcast-dispatch-{i}", daemon=True)
             t.start()
@@ -214,7 +250,7 @@ class Dispatcher:
 
         ctx = multiprocessing.get_context("spawn")
         while not self._stop.is_set():
-            job = self.store.claim_next()
+            job = self.store.claim_next(self.owner, self.lease_seconds)
             if job is None:
                 self._stop.wait(self.poll)
                 continue
@@ -222,12 +258,22 @@ class Dispatcher:
             proc.start()
             with self._lock:
                 self._procs.add(proc)
+            lost = False
             while proc.is_alive() and not self._stop.is_set():
                 proc.join(self.poll)
+                if not self.store.heartbeat(job.id, self.owner, self.lease_seconds):
+                    # another dispatcher took the job over (this one stalled past its lease): stop ours
+                    log.warning("job %s: lease lost, stopping its worker", job.id)
+                    lost = True
+                    proc.terminate()
+                    proc.join(5)
             with self._lock:
                 self._procs.discard(proc)
             if self._stop.is_set():
-                return  # the job stays 'processing' and resumes at the next start
+                self.store.release(job.id, self.owner)  # resumes at once under the next dispatcher
+                return
+            if lost:
+                continue
             current = self.store.get(job.id)
             if current is not None and current.status == "processing":
                 self.store.finish(job.id, error={"type": "about:blank", "title": "Encode failed", "status": 500,

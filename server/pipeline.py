@@ -34,6 +34,7 @@ from fitcast.media import (
     center_crop,
     decode_segment,
     downscale,
+    audio_bytes,
     h264_codec_string,
     iter_frames,
     probe,
@@ -46,7 +47,7 @@ from server.compute import Executor, InlineExecutor
 log = logging.getLogger(__name__)
 
 Method = Literal["stdo", "jstdo", "dydca"]
-PresetName = Literal["fast", "balanced", "best"]
+PresetName = Literal["fast", "realtime", "balanced", "best"]
 SCORER = "lanczos-psnr-y"
 
 
@@ -70,6 +71,9 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset(patch=32, channels=16, body=1, iterations=300, batch_size=32, samples_per_group=2000),
+    # For real-time playback on a weak CPU: a 16-channel, one-body-layer net on 64-pixel patches
+    # (less halo overhead per patch), trained as long as balanced.
+    "realtime": Preset(patch=64, channels=16, body=1, iterations=1500, batch_size=32, samples_per_group=6000),
     "balanced": Preset(patch=32, channels=32, body=2, iterations=1500, batch_size=32, samples_per_group=6000),
     "best": Preset(patch=32, channels=48, body=3, iterations=5000, batch_size=32, samples_per_group=20000),
 }
@@ -96,6 +100,8 @@ class EncodeOptions:
     # Ship an int8 variant of every model (static quantisation calibrated on this asset's patches);
     # the quality report and the do-no-harm gate then measure the int8 models the player runs by default.
     int8: bool = True
+    # Where training runs: "auto" takes a GPU when torch sees one (the rest of the encode stays on the CPU).
+    train_device: str = "auto"
 
     def validate(self) -> "EncodeOptions":
         if self.scale not in (2, 3, 4):
@@ -105,6 +111,8 @@ class EncodeOptions:
         if self.group_weights is not None:
             if len(self.group_weights) != self.k or min(self.group_weights) <= 0:
                 raise InvalidInputError(f"group weights must be {self.k} positive numbers, not {self.group_weights}")
+        if self.train_device != "auto" and self.train_device != "cpu" and not self.train_device.startswith("cuda"):
+            raise InvalidInputError(f"train device must be auto, cpu or cuda[:N], not {self.train_device!r}")
         if not 1 <= self.k <= 16:
             raise InvalidInputError(f"k must be between 1 and 16, not {self.k}")
         if not 0 <= self.crf <= 51:
@@ -251,7 +259,8 @@ def encode(
     t0 = time.perf_counter()
     expected = max(1, info.frames)
     with atomic_dir(layout.hls) as hls_tmp:
-        with HlsEncoder(hls_tmp, lr_w, lr_h, fps, seg_frames, crf=options.crf, x264_preset=options.x264_preset) as enc:
+        with HlsEncoder(hls_tmp, lr_w, lr_h, fps, seg_frames, crf=options.crf, x264_preset=options.x264_preset,
+                        audio_from=source if info.has_audio else None) as enc:
             for i, hr in enumerate(iter_frames(source, crop=crop)):
                 enc.write(downscale(hr, s))
                 if i % 10 == 0:
@@ -259,15 +268,20 @@ def encode(
         n_frames = enc.frames_written
         if n_frames == 0:
             raise MediaError(f"{source.name}: no frames decoded")
-        video_bytes = sum(p.stat().st_size for p in hls_tmp.glob("*.m4s")) + (hls_tmp / "init.mp4").stat().st_size
+        init = (hls_tmp / "init.mp4").read_bytes()
+        seg_paths = sorted(hls_tmp.glob("*.m4s"))
+        rendition_bytes = sum(p.stat().st_size for p in seg_paths) + len(init)
+        sound_bytes = audio_bytes(init, (p.read_bytes() for p in seg_paths)) if info.has_audio else 0
+        video_bytes = rendition_bytes - sound_bytes
         duration = n_frames / float(fps)
+        codec = h264_codec_string(init) + (",mp4a.40.2" if sound_bytes else "")
         write_master(
             hls_tmp,
             width=lr_w,
             height=lr_h,
             fps=float(fps),
-            bandwidth=int(video_bytes * 8 / duration * 1.2),
-            codec=h264_codec_string((hls_tmp / "init.mp4").read_bytes()),
+            bandwidth=int(rendition_bytes * 8 / duration * 1.2),
+            codec=codec,
         )
     seconds["transcode"] = time.perf_counter() - t0
     prog("transcode", 1.0)
@@ -331,7 +345,8 @@ def encode(
         prog("sample", frame0 / n_frames)
     iterations = options.iterations or preset.iterations
     lr = preset.dydca_lr if options.method == "dydca" else preset.lr
-    common = dict(arch=arch, overlap=radius, batch_size=preset.batch_size, loss=preset.loss, lr=lr)
+    common = dict(arch=arch, overlap=radius, batch_size=preset.batch_size, loss=preset.loss, lr=lr,
+                  device=options.train_device)
     specs = []
     if options.method == "stdo":  # one model per group
         for g in range(k):
@@ -507,7 +522,7 @@ def encode(
                     quality=SegmentQuality(psnr_y_lanczos=rep["psnr_y_lanczos"], psnr_y_sr=rep["psnr_y_sr"]),
                 )
             )
-        bits = Bits(video=video_bytes * 8, models=model_bytes * 8, labels=label_bytes * 8)
+        bits = Bits(video=video_bytes * 8, models=model_bytes * 8, labels=label_bytes * 8, audio=sound_bytes * 8)
         manifest = Manifest(
             format=FORMAT,
             asset_id=asset_id,

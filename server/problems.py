@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pydantic import BaseModel, ConfigDict
+
 from fitcast.errors import FitcastError
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,39 @@ def problem(status: int, title: str, detail: str | None = None, *, slug: str | N
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+def responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the problem+json errors an operation can answer."""
+    return {status: {"model": Problem, "description": _TITLES.get(status, "Error"),
+                     "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for status in statuses}
+
+
 _TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
            415: "Unsupported media type", 422: "Invalid input", 500: "Internal error"}
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(dict(request.scope, method=next(iter(methods))))[0] == Match.FULL:
+            allowed |= methods
+    return sorted(allowed)
 
 
 def install(app: FastAPI) -> None:
@@ -39,8 +72,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else None
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail, instance=request.url.path,
-                       headers=getattr(exc, "headers", None))
+                       headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -66,6 +66,7 @@ def run_job(settings_json: str, asset_id: str) -> None:
         options = dict(job.options)
         if settings.train_iterations:
             options["iterations"] = settings.train_iterations
+        options.setdefault("train_device", settings.train_device)
         asset_dir = settings.assets_dir / asset_id
         encode(
             (asset_dir / job.source_name),
@@ -73,7 +74,7 @@ def run_job(settings_json: str, asset_id: str) -> None:
             EncodeOptions(**options),
             asset_id=asset_id,
             progress=progress,
-            executor=make_executor(settings.executor, settings.executor_workers),
+            executor=make_executor(settings.executor, settings.executor_workers, address=settings.ray_address),
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
         log.error("job %s failed: %s", asset_id, traceback.format_exc())

@@ -25,6 +25,25 @@ def load_model(arch: dict[str, Any], state: Path | bytes) -> torch.nn.Module:
     return model.eval()
 
 
+def from_onnx(arch: dict[str, Any], onnx_model: bytes) -> torch.nn.Module:
+    """Rebuild the PyTorch network of a shipped fp32 ONNX model (its weights are the
+    graph's initializers, named as in the state dict), e.g. to export it for phones."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    spec = {key: value for key, value in arch.items() if key != "dynamic"}
+    model = build_from_spec(spec)
+    graph = onnx.load_from_string(onnx_model).graph
+    weights = {init.name: torch.from_numpy(np.array(numpy_helper.to_array(init))) for init in graph.initializer}
+    state = model.state_dict()
+    missing = sorted(set(state) - set(weights))
+    if missing:
+        raise ValueError(f"the ONNX graph lacks weights {missing[:3]} of {spec['name']}: not an fp32 fitcast model?")
+    model.load_state_dict({name: weights[name] for name in state})
+    return model.eval()
+
+
 def to_onnx_bytes(model: torch.nn.Module, *, sample_hw: tuple[int, int] = (40, 40), opset: int = 17) -> bytes:
     """Serialise ``model`` as ONNX bytes with dynamic batch and spatial axes."""
     model = model.eval().float()

@@ -45,3 +45,9 @@ def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
     out = tmp_path_factory.mktemp("assets") / "leaf"
     encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150))
     return out
+
+
+@pytest.fixture(scope="session")
+def chaplin_piece(clips) -> Path:
+    """1 s of chaplin (640x360 black-and-white film) with its sound track (music), as AAC."""
+    return cut(media("chaplin_360p_moviepy.mp4"), clips / "chaplin_1s.mp4", start=2.0, duration=1.0, audio=True)

@@ -50,3 +50,30 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     assert r.returncode == 2
     for cmd in ("encode", "serve", "play"):
         assert run(cmd, "--help").returncode == 0
+
+
+def test_audio_travels_with_the_lr_stream_and_into_play_out(chaplin_piece, tmp_path):
+    import av
+    import m3u8
+
+    out = tmp_path / "chaplin"
+    run("encode", chaplin_piece, "-o", out, "--preset", "fast", "--iterations", "30", "--segment-seconds", "0.5",
+        "--quiet")
+    manifest = json.loads((out / "sr" / "manifest.json").read_text())
+    bits = manifest["bits"]
+    # music as AAC at 96 kbit/s for 1 s, counted apart from the video
+    assert 40_000 < bits["audio"] < 160_000 and bits["video"] > 0
+    master = m3u8.load(str(out / "hls" / "master.m3u8"))
+    assert "mp4a.40.2" in master.playlists[0].stream_info.codecs
+    with av.open(str(out / "hls" / "init.mp4")) as init:
+        assert init.streams.audio and init.streams.video
+
+    played = tmp_path / "up.mp4"
+    run("play", out, "--headless", "--out", played)
+    with av.open(str(played)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.width, v.height) == (640, 360)
+        assert a.codec_context.name == "aac"
+        seconds = {s.type: float(s.duration * s.time_base) for s in (v, a)}
+    assert abs(seconds["audio"] - seconds["video"]) < 0.1, seconds
+    assert not list(tmp_path.glob("*.tmp.mp4"))  # the video-only intermediate is gone

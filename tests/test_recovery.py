@@ -20,7 +20,7 @@ def _port() -> int:
 
 
 def _start(root: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="400", FITCAST_POLL_SECONDS="0.2")
+    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="400", FITCAST_POLL_SECONDS="0.2", FITCAST_JOB_LEASE_SECONDS="3")
     proc = subprocess.Popen([FITCAST, "serve", "--root", str(root), "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(150):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import shutil
@@ -17,8 +16,9 @@ from pydantic import BaseModel
 from fitcast.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError, UnsupportedMediaError
 from fitcast.media import probe
 from fitcast.storage import sha256_file, validate_asset_id
+from server import problems
 from server.jobs import Job, JobStore
-from server.pipeline import EncodeOptions
+from server.pipeline import EncodeOptions, PresetName
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
@@ -116,7 +116,14 @@ async def _receive_body(request: Request, dest: Path, limit: int) -> None:
         raise InvalidInputError("the upload is empty")
 
 
-@router.post("", status_code=202, response_model=AssetOut, responses={200: {"model": AssetOut}})
+@router.post("", status_code=202, response_model=AssetOut,
+             responses={200: {"model": AssetOut, "description": "an earlier upload with the same Idempotency-Key"},
+                        **problems.responses(400, 413, 415, 422)},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}}})
 async def create_asset(
     request: Request,
     scale: Annotated[int, Query(ge=2, le=4)] = 2,
@@ -124,7 +131,7 @@ async def create_asset(
     k: Annotated[int, Query(ge=1, le=16)] = 2,
     crf: Annotated[int, Query(ge=0, le=51)] = 23,
     segment_seconds: Annotated[float, Query(ge=0.5, le=20)] = 2.0,
-    preset: Literal["fast", "balanced", "best"] = "balanced",
+    preset: PresetName = "balanced",
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Upload a video (raw body or multipart ``file``) and start its encode."""
@@ -169,31 +176,27 @@ async def create_asset(
     return JSONResponse(out.model_dump(), status_code=202, headers={"Location": out.links["self"]})
 
 
-@router.get("", response_model=AssetList)
+@router.get("", response_model=AssetList, responses=problems.responses(422))
 def list_assets(
     request: Request,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{1,15}$",
+                                        description="next_cursor of the previous page (opaque)")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> AssetList:
-    after = 0
-    if cursor:
-        try:
-            after = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInputError("invalid cursor") from None
+    after = int(cursor, 16) if cursor else 0
     jobs = _store(request).list(after_seq=after, limit=limit + 1)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    next_cursor = base64.urlsafe_b64encode(str(jobs[-1].seq).encode()).decode().rstrip("=") if more else None
+    next_cursor = f"{jobs[-1].seq:x}" if more else None
     return AssetList(items=[_asset_out(request, j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{asset_id}", response_model=AssetOut, name="get_asset")
+@router.get("/{asset_id}", response_model=AssetOut, name="get_asset", responses=problems.responses(404, 422))
 def get_asset(request: Request, asset_id: str) -> AssetOut:
     return _asset_out(request, _get_job(request, asset_id))
 
 
-@router.delete("/{asset_id}", status_code=204)
+@router.delete("/{asset_id}", status_code=204, responses=problems.responses(404, 409, 422))
 def delete_asset(request: Request, asset_id: str) -> Response:
     job = _get_job(request, asset_id)
     if job.status in ("queued", "processing"):

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 
 from fitcast.errors import InvalidInputError, NotFoundError
 from fitcast.storage import resolve_inside, validate_asset_id
+from server import problems
 
 router = APIRouter(prefix="/v1/assets", tags=["files"])
 
@@ -28,7 +29,14 @@ MEDIA_TYPES = {
 }
 
 
-@router.api_route("/{asset_id}/{area}/{path:path}", methods=["GET", "HEAD"], name="asset_file")
+@router.get("/{asset_id}/{area}/{path:path}", name="asset_file", operation_id="get_asset_file",
+            responses={200: {"description": "the file (Range requests honoured)",
+                             "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
+                       206: {"description": "part of the file"}, 304: {"description": "not modified"},
+                       **problems.responses(404, 416, 422)})
+@router.head("/{asset_id}/{area}/{path:path}", operation_id="head_asset_file",
+             responses={200: {"description": "the file's headers"}, 304: {"description": "not modified"},
+                        **problems.responses(404, 416, 422)})
 def asset_file(request: Request, asset_id: str, area: Literal["hls", "sr", "report"], path: str) -> Response:
     try:
         validate_asset_id(asset_id)

@@ -1,0 +1,156 @@
+"""Training-speed benchmark (not part of `make test`): quality against training time.
+
+    python bench/train_curve.py SAMPLES.npz --method dydca --iterations 250 500 1500 \
+        --devices cpu cuda --out bench/results/train_curve
+
+SAMPLES.npz is the training set an encode writes (``work/samples.npz``: LR windows,
+HR residuals over lanczos, group labels).  A fixed share of it is held out; every
+budget trains from scratch with the product's own :func:`sr_models.train.train`
+(same arch, batch, learning-rate schedule as the preset) on each device, then the
+held-out patches are upscaled and scored: PSNR-Y of (lanczos + predicted residual)
+against (lanczos + true residual), i.e. the gain over lanczos on patches the model
+never saw.  Writes ``train_curve.json`` and ``train_curve.png`` (gain against
+training seconds, one line per device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_name, machine  # noqa: E402
+from server.pipeline import PRESETS, EncodeOptions, _arch_for  # noqa: E402
+from sr_models.archs import build_from_spec  # noqa: E402
+from sr_models.train import TrainSpec, load_samples, resolve_device, save_samples, train  # noqa: E402
+
+_Y = np.array([65.481, 128.553, 24.966], np.float64) / 255.0
+
+
+def psnr_y_of_error(err_rgb: np.ndarray) -> float:
+    """PSNR-Y (0..255 scale) of an RGB error ``[n, 3, h, w]`` in 0..255 units."""
+    ey = np.tensordot(_Y, err_rgb.astype(np.float64), axes=([0], [1]))
+    mse = float(np.mean(ey**2))
+    return 100.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@torch.no_grad()
+def held_out_gain(model_path: Path, arch: dict, overlap: int, lr: torch.Tensor, res: torch.Tensor,
+                  group: torch.Tensor) -> float:
+    net = build_from_spec(arch)
+    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    net.eval()
+    o, ps = overlap * arch["scale"], res.shape[-1]
+    preds = []
+    for i in range(0, len(lr), 256):
+        x = lr[i : i + 256]
+        out = net(x, group[i : i + 256]) if arch["name"] == "dydca" else net(x)
+        preds.append(out[:, :, o : o + ps, o : o + ps])
+    pred = torch.cat(preds).numpy() * 255.0
+    true = res.numpy() * 255.0
+    return psnr_y_of_error(pred - true) - psnr_y_of_error(-true)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("samples", type=Path)
+    ap.add_argument("--method", default="dydca", choices=("stdo", "jstdo", "dydca"))
+    ap.add_argument("--preset", default="balanced", choices=tuple(PRESETS))
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--iterations", type=int, nargs="+", default=[250, 500, 1500])
+    ap.add_argument("--batch-size", type=int, nargs="+", default=None, help="default: the preset's")
+    ap.add_argument("--devices", nargs="+", default=["cpu"])
+    ap.add_argument("--holdout", type=float, default=0.1)
+    ap.add_argument("--max-samples", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_curve")
+    args = ap.parse_args(argv)
+
+    options = EncodeOptions(method=args.method, scale=args.scale, k=args.k, preset=args.preset).validate()
+    preset = PRESETS[args.preset]
+    arch = _arch_for(options, preset)
+    overlap = build_from_spec(arch).receptive_radius
+    lr_rate = preset.dydca_lr if args.method == "dydca" else preset.lr
+
+    with np.load(args.samples, allow_pickle=False) as npz:
+        lr_np, res_np, group_np = npz["lr"], npz["res"], npz["group"]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(lr_np))
+    if args.max_samples:
+        order = order[: args.max_samples]
+    n_hold = max(1, int(len(order) * args.holdout))
+    hold, keep = order[:n_hold], order[n_hold:]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train_path, hold_path = tmp / "train.npz", tmp / "hold.npz"
+        save_samples(train_path, lr_np[keep], res_np[keep], group_np[keep])
+        save_samples(hold_path, lr_np[hold], res_np[hold], group_np[hold])
+        h_lr, h_res, h_group = load_samples(hold_path)
+        h_lr = h_lr.contiguous()
+        for device in args.devices:
+            dev = resolve_device(device)
+            for bs in args.batch_size or [preset.batch_size]:
+                for iters in args.iterations:
+                    out = tmp / f"{device}_{bs}_{iters}.pt"
+                    spec = TrainSpec(samples=train_path, out=out, arch=arch, overlap=overlap, iterations=iters,
+                                     batch_size=bs, lr=lr_rate, loss=preset.loss, device=str(dev),
+                                     group_weights=None)
+                    r = train(spec)
+                    gain = held_out_gain(out, arch, overlap, h_lr, h_res, h_group)
+                    row = {"device": str(dev), "device_name": _device_name(dev), "batch_size": bs,
+                           "iterations": iters, "seconds": r.seconds, "it_per_s": r.it_per_s,
+                           "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain, "loss_last": r.loss_last}
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": machine(), "method": args.method,
+           "preset": args.preset, "arch": arch, "train_samples": int(len(keep)), "held_out": int(n_hold),
+           "torch": torch.__version__, "rows": results}
+    (args.out / "train_curve.json").write_text(json.dumps(doc, indent=2))
+    _plot(doc, args.out / "train_curve.png")
+    return 0
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{cpu_name()} x{torch.get_num_threads()} threads"
+
+
+def _plot(doc: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    keys = sorted({(r["device_name"], r["batch_size"]) for r in doc["rows"]})
+    for name, bs in keys:
+        rows = sorted((r for r in doc["rows"] if (r["device_name"], r["batch_size"]) == (name, bs)),
+                      key=lambda r: r["seconds"])
+        ax.plot([r["seconds"] for r in rows], [r["held_out_gain_db"] for r in rows], marker="o",
+                label=f"{name}, batch {bs}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("held-out PSNR-Y gain over lanczos (dB)")
+    ax.set_title(f"{doc['method']} ({doc['preset']}): quality against training time")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The job table's leases: a job is taken over only when its owner stops renewing it."""
+
+import time
+
+from server.jobs import MAX_ATTEMPTS, JobStore
+
+
+def _store(tmp_path) -> JobStore:
+    store = JobStore(tmp_path / "jobs.sqlite")
+    store.create("a1", {}, source_name="source.mp4", source_bytes=1, source_sha256="0" * 64, idempotency_key=None)
+    return store
+
+
+def test_a_live_lease_is_not_taken_and_a_lapsed_one_is(tmp_path):
+    store = _store(tmp_path)
+    job = store.claim_next("server-a", lease_seconds=0.5)
+    assert job is not None and job.status == "processing" and job.lease_owner == "server-a" and job.attempts == 1
+    assert store.claim_next("server-b", lease_seconds=0.5) is None  # a holds it
+    assert store.heartbeat("a1", "server-a", 0.5)
+    assert not store.heartbeat("a1", "server-b", 0.5)  # only the owner renews
+    time.sleep(0.6)  # a stops renewing (killed)
+    taken = store.claim_next("server-b", lease_seconds=30)
+    assert taken is not None and taken.lease_owner == "server-b" and taken.attempts == 2
+    assert not store.heartbeat("a1", "server-a", 30)  # a, if it wakes up, learns it lost the job
+    store.finish("a1")
+    done = store.get("a1")
+    assert done.status == "ready" and done.lease_owner is None
+
+
+def test_a_job_that_keeps_dying_fails_with_a_reason(tmp_path):
+    store = _store(tmp_path)
+    for attempt in range(MAX_ATTEMPTS):
+        job = store.claim_next(f"server-{attempt}", lease_seconds=0.01)
+        assert job is not None and job.attempts == attempt + 1
+        time.sleep(0.02)
+    assert store.claim_next("server-last", lease_seconds=30) is None
+    job = store.get("a1")
+    assert job.status == "errored" and "interrupted" in job.error["detail"]
+
+
+def test_release_requeues_at_once_and_keeps_the_attempt_count(tmp_path):
+    store = _store(tmp_path)
+    store.claim_next("server-a", lease_seconds=30)
+    store.release("a1", "server-a")
+    job = store.claim_next("server-b", lease_seconds=30)
+    assert job is not None and job.lease_owner == "server-b" and job.attempts == 2
+
+
+def test_an_older_database_gains_the_lease_columns(tmp_path):
+    import sqlite3
+
+    from server import jobs
+
+    path = tmp_path / "old.sqlite"
+    old_schema = jobs.SCHEMA.replace("    lease_owner TEXT,\n    lease_expires REAL,\n", "")
+    con = sqlite3.connect(path)
+    con.executescript(old_schema)
+    con.execute("INSERT INTO assets (id, status, options, created, updated) VALUES ('x', 'queued', '{}', 0, 0)")
+    con.commit()
+    con.close()
+    store = JobStore(path)
+    assert store.claim_next("s", 30).lease_owner == "s"
