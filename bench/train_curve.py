@@ -30,34 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import cpu_name, machine  # noqa: E402
 from server.pipeline import PRESETS, EncodeOptions, _arch_for  # noqa: E402
 from sr_models.archs import build_from_spec  # noqa: E402
-from sr_models.train import TrainSpec, load_samples, resolve_device, save_samples, train  # noqa: E402
-
-_Y = np.array([65.481, 128.553, 24.966], np.float64) / 255.0
-
-
-def psnr_y_of_error(err_rgb: np.ndarray) -> float:
-    """PSNR-Y (0..255 scale) of an RGB error ``[n, 3, h, w]`` in 0..255 units."""
-    ey = np.tensordot(_Y, err_rgb.astype(np.float64), axes=([0], [1]))
-    mse = float(np.mean(ey**2))
-    return 100.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-@torch.no_grad()
-def held_out_gain(model_path: Path, arch: dict, overlap: int, lr: torch.Tensor, res: torch.Tensor,
-                  group: torch.Tensor) -> float:
-    net = build_from_spec(arch)
-    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-    net.eval()
-    o, ps = overlap * arch["scale"], res.shape[-1]
-    preds = []
-    for i in range(0, len(lr), 256):
-        x = lr[i : i + 256]
-        out = net(x, group[i : i + 256]) if arch["name"] == "dydca" else net(x)
-        preds.append(out[:, :, o : o + ps, o : o + ps])
-    pred = torch.cat(preds).numpy() * 255.0
-    true = res.numpy() * 255.0
-    return psnr_y_of_error(pred - true) - psnr_y_of_error(-true)
-
+from sr_models.train import TrainSpec, held_out_gain, resolve_device, save_samples, train  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -94,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         train_path, hold_path = tmp / "train.npz", tmp / "hold.npz"
         save_samples(train_path, lr_np[keep], res_np[keep], group_np[keep])
         save_samples(hold_path, lr_np[hold], res_np[hold], group_np[hold])
-        h_lr, h_res, h_group = load_samples(hold_path)
-        h_lr = h_lr.contiguous()
         for device in args.devices:
             dev = resolve_device(device)
             for bs in args.batch_size or [preset.batch_size]:
@@ -105,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                      batch_size=bs, lr=lr_rate, loss=preset.loss, device=str(dev),
                                      group_weights=None)
                     r = train(spec)
-                    gain = held_out_gain(out, arch, overlap, h_lr, h_res, h_group)
+                    gain = held_out_gain(out, arch, overlap, hold_path)
                     row = {"device": str(dev), "device_name": _device_name(dev), "batch_size": bs,
                            "iterations": iters, "seconds": r.seconds, "it_per_s": r.it_per_s,
                            "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain, "loss_last": r.loss_last}

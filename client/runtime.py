@@ -64,7 +64,8 @@ class OpenVinoSession:
         core = ov.Core()
         net = core.read_model(str(model) if isinstance(model, Path) else bytes(model))
         if window:  # static spatial shape: OpenVINO plans its kernels for it once
-            net.reshape(ov.PartialShape([-1, 3, window, window]))
+            channels = net.input(0).get_partial_shape()[1]
+            net.reshape(ov.PartialShape([-1, channels, window, window]))
         # f32: on CPUs with bf16 units OpenVINO would otherwise run fp32 graphs in bf16,
         # which moves the output by ~0.1 (of 255) against the encoder's own measurement.
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}

@@ -38,8 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path)
     enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
     enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
-    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default="dydca",
-                     help="stdo: one model per group; jstdo: one joint model; dydca: one dynamic model (default)")
+    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default=None,
+                     help="stdo: one model per group; jstdo: one joint model; dydca: one dynamic model "
+                          "(default; jstdo with --arch)")
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
@@ -50,6 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="jstdo: sampling weight of each group, hardest first (e.g. 2,1)")
     enc.add_argument("--train-device", default="auto",
                      help="where models train: auto (a GPU when torch sees one), cpu or cuda")
+    enc.add_argument("--arch", type=Path, default=None,
+                     help="an architecture file from `fitcast nas` (its network and patch size replace the preset's)")
     enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -79,11 +82,37 @@ def _build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--formats", default="onnx,pte", help="comma-separated: onnx, pte")
     exp.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8")
 
-    prof = sub.add_parser("profile-device", help="measure a phone bundle's models here and write a device profile")
-    prof.add_argument("bundle", type=Path, help="what `fitcast export` wrote")
+    prof = sub.add_parser("profile-device", help="measure latencies on this machine's runtime; write a device profile")
+    prof.add_argument("bundle", type=Path, nargs="?", default=None,
+                      help="a phone bundle (`fitcast export`) to time its models; without it, the search's "
+                           "candidate layers and networks are timed")
     prof.add_argument("-o", "--output", type=Path, default=Path("device-profile.json"))
-    prof.add_argument("--runs", type=int, default=30)
+    prof.add_argument("--runs", type=int, default=None, help="timed runs per measurement")
+    prof.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
+    prof.add_argument("--output-size", type=_size, default=(1280, 720), help="upscaled frame size, WxH")
+    prof.add_argument("--patch", type=int, default=64, help="LR patch side of the encodes to come")
+    prof.add_argument("--runtime", default="auto", choices=RUNTIMES)
+    prof.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+
+    nas = sub.add_parser("nas", help="search depth and per-layer width for a latency budget on a profiled device")
+    nas.add_argument("--device-profile", type=Path, required=True)
+    nas.add_argument("--input", type=Path, required=True, help="the clip whose patches the candidates train on")
+    nas.add_argument("--target-fps", type=_positive_float, required=True)
+    nas.add_argument("--scale", type=int, choices=(2, 3, 4), default=None, help="must match the profile's")
+    nas.add_argument("--output-size", type=_size, default=None, help="must match the profile's, WxH")
+    nas.add_argument("--proxy-iterations", type=int, default=300)
+    nas.add_argument("-o", "--output", type=Path, default=Path("arch.json"))
     return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, not {text!r}") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"{text} is too small")
+    return w, h
 
 
 def _progress_printer(label: str, quiet: bool):
@@ -112,13 +141,25 @@ def _progress_printer(label: str, quiet: bool):
     return None, update_plain
 
 
+def _searched_arch(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    from fitcast.errors import InvalidInputError
+
+    try:
+        doc = json.loads(path.read_text())
+        return {"arch": doc["arch"], "patch": int(doc["patch"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{path}: not an architecture file from `fitcast nas` ({exc})") from None
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from server.pipeline import EncodeOptions, encode
 
     options = EncodeOptions(
-        scale=args.scale, method=args.method, k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
+        scale=args.scale, method=args.method or ("jstdo" if args.arch else "dydca"), k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
         preset=args.preset, iterations=args.iterations, group_weights=args.group_weights, int8=args.int8,
-        train_device=args.train_device,
+        train_device=args.train_device, **_searched_arch(args.arch),
     ).validate()
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:
@@ -184,13 +225,51 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_profile_device(args: argparse.Namespace) -> int:
-    from mobile.benchmark import main as benchmark_main
+    if args.bundle is not None:
+        from mobile.benchmark import main as benchmark_main
 
-    return benchmark_main([str(args.bundle), "-o", str(args.output), "--runs", str(args.runs)])
+        return benchmark_main([str(args.bundle), "-o", str(args.output), "--runs", str(args.runs or 30)])
+    from nas.predictor import holdout_mape
+    from nas.profile import MAX_DEPTH, Target, profile_device
+
+    target = Target(scale=args.scale, output=args.output_size, patch=args.patch, halo=MAX_DEPTH + 2)
+    profile = profile_device(target, runtime=args.runtime, precision=args.precision, runs=args.runs or 10,
+                             progress=lambda msg: print(f"profile: {msg}", flush=True))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    from fitcast.storage import atomic_write_text
+
+    atomic_write_text(args.output, json.dumps(profile, indent=2))
+    print(f"{profile['device']}, {profile['runtime']} {profile['precision']}: {len(profile['layers'])} layers, "
+          f"{len(profile['networks'])} networks, player overhead {profile['overhead_ms']:.1f} ms a frame at "
+          f"{args.output_size[0]}x{args.output_size[1]}; predictor error on held-out networks "
+          f"{holdout_mape(profile):.1f} % -> {args.output}")
+    return 0
+
+
+def cmd_nas(args: argparse.Namespace) -> int:
+    from fitcast.errors import InvalidInputError
+    from fitcast.storage import atomic_write_text
+    from nas.profile import load_profile
+    from nas.search import search
+
+    profile = load_profile(args.device_profile)
+    target = profile["target"]
+    if args.scale is not None and args.scale != target["scale"]:
+        raise InvalidInputError(f"the profile is for x{target['scale']}, not x{args.scale}: profile again")
+    if args.output_size is not None and list(args.output_size) != list(target["output"]):
+        raise InvalidInputError(f"the profile is for {target['output'][0]}x{target['output'][1]} output: profile again")
+    result = search(profile, args.input, target_fps=args.target_fps, proxy_iterations=args.proxy_iterations,
+                    progress=lambda msg: print(f"nas: {msg}", flush=True))
+    atomic_write_text(args.output, json.dumps(result.to_dict(), indent=2))
+    c = result.chosen
+    print(f"chosen widths {c.widths} ({c.macs_per_lr_px} MACs per LR pixel): predicted {c.predicted_fps:.1f} fps "
+          f"for {args.target_fps:g} (predictor error {result.predictor_mape:.1f} %), held-out gain "
+          f"{c.held_out_gain_db:+.2f} dB -> {args.output}")
+    return 0
 
 
 COMMANDS = {"encode": cmd_encode, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
-            "profile-device": cmd_profile_device}
+            "profile-device": cmd_profile_device, "nas": cmd_nas}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,9 +99,11 @@ def host_entries(bundle: Path, *, runs: int = 30, warmup: int = 3, threads: int 
                 from executorch.runtime import Runtime
             except ImportError:
                 raise BenchmarkError("running .pte files on the host needs executorch: pip install 'fitcast[mobile]'")
-            method = Runtime.get().load_program(path.read_bytes()).load_method("forward")
+            # the Program must outlive its Method (the method points into it): keep both
+            program = Runtime.get().load_program(path)
+            method = program.load_method("forward")
             xt = torch.from_numpy(x)
-            run, runtime = (lambda m=method: m.execute([xt])), "executorch-xnnpack"
+            run, runtime = (lambda p=program, m=method: m.execute([xt])), "executorch-xnnpack"
         for _ in range(warmup):
             run()
         times = []

@@ -131,8 +131,10 @@ def run_pte(program: bytes, x: np.ndarray, batch: int) -> np.ndarray:
     import torch
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(program).load_method("forward")
-    outs = [method.execute([torch.from_numpy(chunk)])[0].numpy() for chunk in _fixed_batches(x, batch)]
+    loaded = Runtime.get().load_program(program)  # must outlive the method that points into it
+    method = loaded.load_method("forward")
+    outs = [method.execute([torch.from_numpy(chunk)])[0].numpy().copy() for chunk in _fixed_batches(x, batch)]
+    del method, loaded
     return np.concatenate(outs)[: len(x)]
 
 

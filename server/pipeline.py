@@ -102,6 +102,10 @@ class EncodeOptions:
     int8: bool = True
     # Where training runs: "auto" takes a GPU when torch sees one (the rest of the encode stays on the CPU).
     train_device: str = "auto"
+    # An architecture chosen by the compiler-aware search (`fitcast nas`), and its patch size;
+    # they replace the preset's (stdo and jstdo: dydca builds its own branches).
+    arch: dict[str, Any] | None = None
+    patch: int | None = None
 
     def validate(self) -> "EncodeOptions":
         if self.scale not in (2, 3, 4):
@@ -113,6 +117,11 @@ class EncodeOptions:
                 raise InvalidInputError(f"group weights must be {self.k} positive numbers, not {self.group_weights}")
         if self.train_device != "auto" and self.train_device != "cpu" and not self.train_device.startswith("cuda"):
             raise InvalidInputError(f"train device must be auto, cpu or cuda[:N], not {self.train_device!r}")
+        if self.arch is not None and self.method == "dydca":
+            raise InvalidInputError("a searched architecture trains with --method stdo or jstdo (dydca builds its "
+                                    "own branches)")
+        if self.patch is not None and not 8 <= self.patch <= 256:
+            raise InvalidInputError(f"patch must be between 8 and 256, not {self.patch}")
         if not 1 <= self.k <= 16:
             raise InvalidInputError(f"k must be between 1 and 16, not {self.k}")
         if not 0 <= self.crf <= 51:
@@ -249,7 +258,8 @@ def encode(
     crop = center_crop(info.width, info.height, s)
     hr_w, hr_h = crop[2], crop[3]
     lr_w, lr_h = hr_w // s, hr_h // s
-    if min(lr_w, lr_h) < preset.patch:
+    patch = options.patch or preset.patch
+    if min(lr_w, lr_h) < patch:
         raise InvalidInputError(f"{info.width}x{info.height} is too small for scale {s} (LR {lr_w}x{lr_h})")
     fps = info.fps
     seg_frames = max(1, round(options.segment_seconds * float(fps)))
@@ -291,7 +301,7 @@ def encode(
     arch = _arch_for(options, preset)
     probe_net = build_from_spec(arch)
     radius = probe_net.receptive_radius  # halo = receptive radius: tiles are seamless
-    grid = Grid(lr_w, lr_h, preset.patch, radius)
+    grid = Grid(lr_w, lr_h, patch, radius)
     segs = _segments_of(layout.hls)
     seg_scores: list[np.ndarray] = []
     done = 0
@@ -608,6 +618,16 @@ def default_group_weights(k: int) -> tuple[float, ...]:
 
 def _arch_for(options: EncodeOptions, preset: Preset) -> dict[str, Any]:
     """The architecture spec a method trains (dydca: k branches, the hardest the largest)."""
+    if options.arch is not None:
+        from sr_models.archs import build_from_spec
+
+        try:
+            build_from_spec(options.arch)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidInputError(f"bad architecture {options.arch}: {exc}") from None
+        if int(options.arch.get("scale", 0)) != options.scale:
+            raise InvalidInputError(f"the architecture is for x{options.arch.get('scale')}, the encode is x{options.scale}")
+        return dict(options.arch)
     if options.method == "dydca":
         from sr_models.archs.dynamic import default_branches
 

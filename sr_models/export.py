@@ -44,10 +44,11 @@ def from_onnx(arch: dict[str, Any], onnx_model: bytes) -> torch.nn.Module:
     return model.eval()
 
 
-def to_onnx_bytes(model: torch.nn.Module, *, sample_hw: tuple[int, int] = (40, 40), opset: int = 17) -> bytes:
+def to_onnx_bytes(model: torch.nn.Module, *, sample_hw: tuple[int, int] = (40, 40), opset: int = 17,
+                  in_channels: int = 3) -> bytes:
     """Serialise ``model`` as ONNX bytes with dynamic batch and spatial axes."""
     model = model.eval().float()
-    x = torch.rand(2, 3, *sample_hw)
+    x = torch.rand(2, in_channels, *sample_hw)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

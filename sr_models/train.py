@@ -208,3 +208,32 @@ def resolve_device(name: str) -> torch.device:
 
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+_Y_NP = np.array([65.481, 128.553, 24.966], np.float64) / 255.0
+
+
+def _psnr_y_of_error(err_rgb: np.ndarray) -> float:
+    """PSNR-Y (0..255 scale) of an RGB error ``[n, 3, h, w]`` in 0..255 units."""
+    ey = np.tensordot(_Y_NP, err_rgb.astype(np.float64), axes=([0], [1]))
+    mse = float(np.mean(ey**2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@torch.no_grad()
+def held_out_gain(model_path: Path, arch: dict[str, Any], overlap: int, samples: Path) -> float:
+    """PSNR-Y gain over lanczos on a samples file the model did not train on: (lanczos +
+    predicted residual) against (lanczos + true residual), over every patch of the file."""
+    lr, res, group = load_samples(samples)
+    net = build_from_spec(arch)
+    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    net.eval()
+    o, ps = overlap * int(arch["scale"]), res.shape[-1]
+    preds = []
+    for i in range(0, len(lr), 256):
+        x = lr[i : i + 256].contiguous()
+        out = net(x, group[i : i + 256]) if arch["name"] == "dydca" else net(x)
+        preds.append(out[:, :, o : o + ps, o : o + ps])
+    pred = torch.cat(preds).numpy() * 255.0
+    true = res.numpy() * 255.0
+    return _psnr_y_of_error(pred - true) - _psnr_y_of_error(-true)

@@ -27,14 +27,17 @@ class ResidualESPCN(nn.Module):
         body: number of hidden C->C convolutions.
     """
 
-    def __init__(self, scale: int, channels: int, body: int) -> None:
+    def __init__(self, scale: int, channels: int, body: int, widths: list[int] | None = None) -> None:
         super().__init__()
-        self.scale, self.channels, self.depth = scale, channels, body
-        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(body):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        # widths[i]: output channels of the i-th hidden conv (the first maps 3 -> widths[0]);
+        # uniform unless given (the searched networks of nas/ give one width per layer).
+        widths = list(widths) if widths is not None else [channels] * (body + 1)
+        self.scale, self.channels, self.depth, self.widths = scale, max(widths), len(widths) - 1, widths
+        layers: list[nn.Module] = []
+        for cin, cout in zip([3] + widths[:-1], widths):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.tail = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
+        self.tail = nn.Conv2d(widths[-1], 3 * scale * scale, 3, padding=1)
         self.shuffle = nn.PixelShuffle(scale)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
@@ -45,8 +48,8 @@ class ResidualESPCN(nn.Module):
 
     @property
     def macs_per_lr_px(self) -> int:
-        c, s = self.channels, self.scale
-        return 9 * (3 * c + self.depth * c * c + c * 3 * s * s)
+        chans = [3] + self.widths + [3 * self.scale * self.scale]
+        return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.tail(self.body(x)))
@@ -57,6 +60,15 @@ def _check(scale: int, channels: int, body: int) -> None:
         raise ValueError(f"scale must be 2, 3 or 4, not {scale}")
     if channels < 4 or body < 0:
         raise ValueError(f"bad width/depth: channels={channels}, body={body}")
+
+
+@register_model("espcn_w")
+def espcn_w(*, scale: int, widths: list[int]) -> ResidualESPCN:
+    """Residual ESPCN with one width per hidden conv (what the compiler-aware search picks)."""
+    if not widths or min(widths) < 4:
+        raise ValueError(f"widths must be one or more layer widths >= 4, not {widths}")
+    _check(scale, max(widths), len(widths) - 1)
+    return ResidualESPCN(scale=scale, channels=max(widths), body=len(widths) - 1, widths=widths)
 
 
 @register_model("espcn_r")

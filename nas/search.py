@@ -1,0 +1,152 @@
+"""Compiler-aware search: depth and per-layer width under a measured latency budget.
+
+The space is the residual ESPCN with one width per hidden conv (``espcn_w``):
+depth 0..3 extra convs, each width from the profile's width set.  Every network
+of the space gets a predicted frame latency from the device profile (the
+measured layers, fitted on measured whole networks, plus the player's measured
+per-frame overhead); those within ``1000 / target_fps`` remain.  Of those, the
+most capable of each depth (most MACs per LR pixel) is trained briefly on the
+clip's own patches (a proxy run of the product's ``train``), and the one with the
+best held-out PSNR-Y gain over lanczos wins; an equal gain goes to the faster one.
+
+This is the evolutionary/proxy variant of the paper's search (the supernet
+variant with keep/skip gates is not built): with a space of 780 networks,
+prediction is exhaustive and only the short list is trained.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from fitcast.errors import InvalidInputError
+from nas.predictor import LatencyModel, holdout_mape
+from nas.profile import MAX_DEPTH
+
+ARCH_FORMAT = "fitcast-arch/1"
+
+
+def space(widths: tuple[int, ...], max_depth: int = MAX_DEPTH) -> Iterator[list[int]]:
+    for depth in range(max_depth + 1):
+        for combo in itertools.product(widths, repeat=depth + 1):
+            yield list(combo)
+
+
+def macs_per_lr_px(widths: list[int], scale: int) -> int:
+    chans = [3, *widths, 3 * scale * scale]
+    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
+
+
+@dataclass
+class Candidate:
+    widths: list[int]
+    macs_per_lr_px: int
+    predicted_ms: float  # the model on every patch of a frame
+    predicted_fps: float  # with the player's overhead
+    held_out_gain_db: float | None = None
+    train_seconds: float | None = None
+
+
+@dataclass
+class SearchResult:
+    arch: dict[str, Any]
+    patch: int
+    target_fps: float
+    budget_ms: float
+    overhead_ms: float
+    predictor_mape: float
+    chosen: Candidate
+    shortlist: list[Candidate] = field(default_factory=list)
+    fitting: int = 0  # networks of the space predicted to fit the budget
+    space_size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = ARCH_FORMAT
+        return d
+
+
+def clip_samples(clip: Path, out: Path, *, scale: int, patch: int, halo: int, frames: range, per_frame: int,
+                 seed: int) -> Path:
+    """(LR window, HR - lanczos) training pairs cut from ``frames`` of the clip (pristine LR)."""
+    from fitcast.media import center_crop, downscale, iter_frames, probe, upscale
+    from sr_models.train import save_samples
+
+    info = probe(clip)
+    crop = center_crop(info.width, info.height, scale)
+    rng = np.random.default_rng(seed)
+    window, ps = patch + 2 * halo, patch * scale
+    lr_w, res_w = [], []
+    for i, hr in enumerate(iter_frames(clip, crop=crop, max_frames=frames.stop)):
+        if i not in frames:
+            continue
+        lr = downscale(hr, scale)
+        base = upscale(lr, scale, "lanczos")
+        padded = np.pad(lr, ((halo, halo), (halo, halo), (0, 0)), mode="edge")
+        h, w = lr.shape[:2]
+        for _ in range(per_frame):
+            y, x = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+            lr_w.append(padded[y : y + window, x : x + window])
+            res_w.append(hr[y * scale : y * scale + ps, x * scale : x * scale + ps].astype(np.int16)
+                         - base[y * scale : y * scale + ps, x * scale : x * scale + ps])
+    if not lr_w:
+        raise InvalidInputError(f"{clip.name}: no frames in {frames.start}..{frames.stop - 1}")
+    save_samples(out, np.stack(lr_w), np.stack(res_w))
+    return out
+
+
+def search(profile: dict[str, Any], clip: Path, *, target_fps: float, proxy_iterations: int = 300,
+           frames: int = 40, seed: int = 0, progress: Callable[[str], None] | None = None) -> SearchResult:
+    from sr_models.train import TrainSpec, held_out_gain, train
+
+    say = progress or (lambda _: None)
+    target = profile["target"]
+    scale, patch, halo = int(target["scale"]), int(target["patch"]), int(target["halo"])
+    widths = tuple(sorted({int(r["cout"]) for r in profile["layers"] if r["kind"] == "first"}))
+    model = LatencyModel.from_profile(profile)
+    mape = holdout_mape(profile) if len(profile["networks"]) >= 4 else float("nan")
+    overhead = float(profile["overhead_ms"])
+    budget = 1000.0 / target_fps
+    if overhead >= budget:
+        raise InvalidInputError(f"{target_fps:g} fps leaves {budget:.1f} ms a frame, but the player's own work "
+                                f"(lanczos, windows, paste) takes {overhead:.1f} ms here: no network can fit")
+    scored = []
+    for w in space(widths):
+        ms = model.predict(w)
+        scored.append(Candidate(w, macs_per_lr_px(w, scale), round(ms, 3), round(1000.0 / (overhead + ms), 2)))
+    fitting = [c for c in scored if c.predicted_ms + overhead <= budget]
+    if not fitting:
+        fastest = min(scored, key=lambda c: c.predicted_ms)
+        raise InvalidInputError(f"no network of the space fits {target_fps:g} fps: the fastest, {fastest.widths}, "
+                                f"is predicted at {fastest.predicted_fps:.1f} fps")
+    shortlist = []
+    for depth in range(MAX_DEPTH + 1):
+        same = [c for c in fitting if len(c.widths) == depth + 1]
+        if same:
+            shortlist.append(max(same, key=lambda c: (c.macs_per_lr_px, -c.predicted_ms)))
+    say(f"{len(fitting)} of {len(scored)} networks fit {budget:.1f} ms; proxy-training {len(shortlist)}")
+    with tempfile.TemporaryDirectory(prefix="fitcast-nas-") as tmp:
+        tmp = Path(tmp)
+        train_file = clip_samples(clip, tmp / "train.npz", scale=scale, patch=patch, halo=halo,
+                                  frames=range(0, frames), per_frame=24, seed=seed)
+        held_file = clip_samples(clip, tmp / "held.npz", scale=scale, patch=patch, halo=halo,
+                                 frames=range(frames, frames + frames // 4 + 1), per_frame=24, seed=seed + 1)
+        for c in shortlist:
+            arch = {"name": "espcn_w", "scale": scale, "widths": c.widths}
+            spec = TrainSpec(samples=train_file, out=tmp / "m.pt", arch=arch, overlap=halo,
+                             iterations=proxy_iterations, lr=2e-3, seed=seed, device="cpu")
+            result = train(spec)
+            c.held_out_gain_db = round(held_out_gain(spec.out, arch, halo, held_file), 3)
+            c.train_seconds = round(result.seconds, 2)
+            say(f"{c.widths}: predicted {c.predicted_fps:.1f} fps, held-out gain {c.held_out_gain_db:+.2f} dB")
+    chosen = max(shortlist, key=lambda c: (round(c.held_out_gain_db or -math.inf, 2), -c.predicted_ms))
+    return SearchResult(arch={"name": "espcn_w", "scale": scale, "widths": chosen.widths}, patch=patch,
+                        target_fps=target_fps, budget_ms=round(budget, 3), overhead_ms=overhead,
+                        predictor_mape=round(mape, 2), chosen=chosen, shortlist=shortlist, fitting=len(fitting),
+                        space_size=len(scored))

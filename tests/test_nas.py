@@ -1,0 +1,88 @@
+"""Compiler-aware search: the device profile, the latency predictor, and the search's respect of the budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fitcast.errors import InvalidInputError
+from nas.predictor import LatencyModel, holdout_mape
+from nas.profile import PROFILE_FORMAT, Target, load_profile, profile_device
+from nas.search import macs_per_lr_px, search, space
+
+
+def test_profile_measures_layers_networks_and_overhead_on_the_runtime(tmp_path):
+    target = Target(scale=2, output=(256, 144), patch=32, halo=5)
+    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=4)
+    assert profile["format"] == PROFILE_FORMAT and profile["runtime"] == "ort"
+    assert profile["target"]["patches"] == 4 * 3 and profile["target"]["window"] == 42
+    kinds = {(r["kind"], r["cin"], r["cout"]) for r in profile["layers"]}
+    assert kinds == {("first", 3, 8), ("first", 3, 16)} | {("step", a, b) for a in (8, 16) for b in (8, 16)}
+    assert all(r["ms"] > 0 for r in profile["layers"] if r["kind"] == "first") and profile["overhead_ms"] > 0
+    assert len(profile["networks"]) == 4 and all(n["ms"] > 0 and len(n["widths"]) >= 3 for n in profile["networks"])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile))
+    assert load_profile(path)["target"] == profile["target"]
+
+
+def test_a_profile_of_another_format_is_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "other/1"}))
+    with pytest.raises(InvalidInputError, match="expected fitcast-device-profile/1"):
+        load_profile(bad)
+
+
+def _synthetic_profile(widths=(8, 16, 24), slowdown=1.0, overhead=10.0, noise=0.0) -> dict:
+    """Layer costs proportional to MACs; deeper networks cost ``slowdown`` x the additive sum (+ noise)."""
+    rng = np.random.default_rng(0)
+    layers = [{"kind": "first", "cin": 3, "cout": co, "ms": 0.002 * (3 * co + co * 12)} for co in widths]
+    layers += [{"kind": "step", "cin": ci, "cout": co, "ms": 0.002 * ci * co} for ci in widths for co in widths]
+    profile = {"format": PROFILE_FORMAT, "layers": layers, "overhead_ms": overhead, "networks": [],
+               "target": {"scale": 2, "output": [256, 144], "patch": 32, "halo": 5, "window": 42, "patches": 12}}
+    additive = LatencyModel.from_profile({**profile, "layers": layers}, [])
+    for w in [[8, 16, 24], [24, 24, 8], [8, 16, 24, 24], [16, 8, 16], [24, 8, 8], [16, 16, 16], [8, 24, 16, 8],
+              [24, 16, 8, 16]]:
+        profile["networks"].append({"widths": w, "ms": slowdown * additive.layer_sum(w) * (1 + noise * rng.normal())})
+    return profile
+
+
+def test_predictor_adds_in_context_layer_costs_and_reports_held_out_error():
+    profile = _synthetic_profile()
+    model = LatencyModel.from_profile(profile)
+    assert model.a == pytest.approx(0.0, abs=1e-6) and model.b == pytest.approx(1.0, abs=1e-6)
+    assert model.predict([8, 16]) == pytest.approx(0.002 * (3 * 8 + 8 * 12) + 0.002 * 8 * 16)
+    assert holdout_mape(profile) == pytest.approx(0.0, abs=1e-6)
+    # deeper networks slower than the sum: the fit leans towards them, the held-out error says how well
+    slow = _synthetic_profile(slowdown=1.3)
+    assert LatencyModel.from_profile(slow).b > 1.0
+    noisy = _synthetic_profile(noise=0.05)
+    assert 0.5 < holdout_mape(noisy) < 15.0
+    with pytest.raises(ValueError, match="no measurement"):
+        model.predict([40])
+
+
+def test_search_keeps_to_the_budget_and_trains_the_short_list(leaf_piece):
+    profile = _synthetic_profile()
+    model = LatencyModel.from_profile(profile)
+    target_fps = 60.0  # 16.7 ms a frame, 10 ms of it the player's own
+    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=10, frames=4)
+    budget = 1000 / target_fps
+    assert result.budget_ms == pytest.approx(budget, abs=1e-3)
+    for c in result.shortlist:
+        assert c.predicted_ms + profile["overhead_ms"] <= budget + 1e-9
+        assert c.held_out_gain_db is not None and c.train_seconds > 0
+    fits = [w for w in space((8, 16, 24)) if model.predict(w) + 10.0 <= budget]
+    assert result.fitting == len(fits) and result.space_size == 3 + 9 + 27 + 81
+    best_macs = max(macs_per_lr_px(w, 2) for w in fits)
+    assert max(c.macs_per_lr_px for c in result.shortlist) == best_macs  # the most capable that fits is tried
+    assert result.arch == {"name": "espcn_w", "scale": 2, "widths": result.chosen.widths}
+
+
+def test_impossible_budgets_are_clear_errors(leaf_piece):
+    profile = _synthetic_profile(overhead=40.0)
+    with pytest.raises(InvalidInputError, match="player's own work"):
+        search(profile, leaf_piece, target_fps=30, proxy_iterations=5, frames=2)
+    with pytest.raises(InvalidInputError, match="no network of the space fits"):
+        search(_synthetic_profile(overhead=16.5), leaf_piece, target_fps=60, proxy_iterations=5, frames=2)
