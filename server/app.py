@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from fitcast import __version__
 from fitcast.config import Settings
 from server import problems
 from server.jobs import Dispatcher, JobStore
-from server.routes import assets, files
+from server.routes import assets, compare, files
+
+STATIC = Path(__file__).with_name("static")
 
 
 def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
@@ -36,7 +42,14 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.state.dispatcher = dispatcher
     problems.install(app)
     app.include_router(assets.router)
+    app.include_router(compare.router)
     app.include_router(files.router)
+    # the web page (upload, progress, player with the lanczos/fitcast comparison); hls.js is vendored
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -140,3 +140,21 @@ def test_multipart_upload_and_delete(tmp_path, leaf_piece):
         assert client.delete(f"/v1/assets/{asset_id}").status_code == 204
         assert client.get(f"/v1/assets/{asset_id}").status_code == 404
     assert not (settings.assets_dir / asset_id).exists()
+
+
+def test_compare_renders_the_players_frames(served):
+    import cv2
+    import numpy as np
+
+    client, a, settings, _ = served
+    pngs = {}
+    for mode in ("lanczos", "fitcast"):
+        r = client.get(f"/v1/assets/{a['id']}/compare", params={"segment": 1, "frame": 3, "mode": mode})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        pngs[mode] = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+        assert pngs[mode].shape == (720, 1280, 3)
+    assert (pngs["lanczos"] != pngs["fitcast"]).any()
+    r = client.get(f"/v1/assets/{a['id']}/compare", params={"segment": 0, "frame": 999})
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+    assert client.get("/").headers["content-type"].startswith("text/html")
+    assert client.get("/static/vendor/hls.min.js").status_code == 200

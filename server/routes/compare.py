@@ -1,0 +1,85 @@
+"""``/v1/assets/{id}/compare``: one frame of a ready asset upscaled by lanczos or by fitcast, as PNG.
+
+The web page's comparison viewer shows both side by side.  Frames are rendered
+here with the player's own code (decode the LR segment, route each patch to its
+model, paste the residuals), so the page shows exactly what `fitcast play` shows.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from fitcast.errors import NotFoundError
+from fitcast.storage import validate_asset_id
+from server import problems
+
+router = APIRouter(prefix="/v1/assets", tags=["compare"])
+
+
+@lru_cache(maxsize=8)
+def _upscaler(asset_dir: str, mtime_ns: int):
+    """Sessions and the routed upscaler of an asset (cached per published manifest)."""
+    from client.fetch import open_asset
+    from client.plan import RoutedUpscaler, routes_by_model
+    from client.runtime import open_session
+
+    asset = open_asset(asset_dir)
+    m = asset.manifest
+    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
+    sessions = {mid: open_session(asset.read(m.model(mid).uri, m.model(mid).sha256), "ort") for mid in used}
+    return asset, RoutedUpscaler.for_manifest(m, sessions)
+
+
+def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
+    from chunking.grid import load_labels
+    from fitcast.media import decode_segment, upscale
+
+    manifest = asset_dir / "sr" / "manifest.json"
+    if not manifest.is_file():
+        raise NotFoundError("the asset is not ready: no manifest yet")
+    asset, upscaler = _upscaler(str(asset_dir), manifest.stat().st_mtime_ns)
+    m = asset.manifest
+    seg = next((s for s in m.segments if s.index == segment), None)
+    if seg is None:
+        raise NotFoundError(f"no segment {segment} (the asset has {len(m.segments)})")
+    if not 0 <= frame < seg.frames:
+        raise NotFoundError(f"segment {segment} has frames 0..{seg.frames - 1}, not {frame}")
+    lr = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))[frame]
+    base = upscale(lr, m.scale, "lanczos")
+    if mode == "lanczos":
+        img = base
+    else:
+        labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+        img = upscaler.upscale(lr, labels[frame], seg.routes, base)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+    assert ok
+    return png.tobytes()
+
+
+@router.get("/{asset_id}/compare", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "the upscaled frame"},
+                       **problems.responses(404, 422)})
+async def compare_frame(
+    request: Request,
+    asset_id: str,
+    segment: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    frame: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    mode: Literal["lanczos", "fitcast"] = "fitcast",
+) -> Response:
+    """One frame (of ``segment``, 0-based) upscaled by ``mode``, as PNG."""
+    try:
+        validate_asset_id(asset_id)
+    except Exception:
+        raise NotFoundError(f"no asset {asset_id!r}") from None
+    asset_dir = request.app.state.settings.assets_dir / asset_id
+    if not asset_dir.is_dir():
+        raise NotFoundError(f"no asset {asset_id}")
+    png = await run_in_threadpool(render, asset_dir, segment, frame, mode)
+    return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=3600"})

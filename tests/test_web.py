@@ -1,0 +1,105 @@
+"""The web page in a real headless Chromium: upload a clip, watch it become ready, open the player,
+see both upscaled frames and the PSNR plot.  Skipped (with the reason) where Chromium or Playwright
+is missing; `.ci/run` installs Debian's chromium so that CI runs it.  The screenshot is kept in
+``test-artifacts/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("FITCAST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)"),
+]
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _port()
+    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="30", FITCAST_POLL_SECONDS="0.2")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("fitcast")), "serve", "--root", str(tmp_path / "store"),
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start")
+    yield base
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            assert page.title() == "fitcast"
+            page.select_option("#upload-preset", "fast")
+            page.set_input_files("#upload-file", str(leaf_piece))
+            page.click("#upload-button")
+            page.wait_for_function("document.getElementById('upload-progress').value === 100", timeout=60_000)
+            row = page.locator("#assets tbody tr").first
+            row.wait_for(timeout=10_000)
+            # live progress: the row moves through the stages to ready
+            seen = set()
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                status = row.get_attribute("data-status")
+                seen.add(row.locator("td").nth(2).inner_text())
+                if status in ("ready", "errored"):
+                    break
+                time.sleep(0.3)
+            assert status == "ready", row.inner_text()
+            assert len(seen - {""}) >= 2, seen  # more than one stage was shown on the way
+            row.locator("a.open").click()
+            page.wait_for_selector("#player-view:not([hidden])")
+            for img in ("#cmp-lanczos", "#cmp-fitcast", "#psnr-plot"):
+                page.wait_for_function(f"document.querySelector('{img}').complete && "
+                                       f"document.querySelector('{img}').naturalWidth > 0", timeout=60_000)
+            widths = page.evaluate("[...document.querySelectorAll('#cmp-lanczos, #cmp-fitcast')]"
+                                   ".map(i => [i.naturalWidth, i.naturalHeight])")
+            assert widths == [[1280, 720], [1280, 720]]
+            # the two images differ: the models changed pixels
+            lz = httpx.get(page.eval_on_selector("#cmp-lanczos", "i => i.src")).content
+            sr = httpx.get(page.eval_on_selector("#cmp-fitcast", "i => i.src")).content
+            assert lz != sr
+            assert page.locator("#bits tbody tr").count() >= 3
+            assert "PSNR-Y" in page.inner_text("#quality")
+            page.select_option("#cmp-view", "slider")
+            assert page.is_visible("#cmp-slider")
+            page.select_option("#cmp-view", "side")
+            page.screenshot(path=str(ARTIFACTS / "web-player.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
