@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fitcast.errors import InvalidInputError
-from nas.predictor import LatencyModel, holdout_mape
+from nas.predictor import LatencyModel, mean_holdout_mape
 from nas.profile import MAX_DEPTH
 
 ARCH_FORMAT = "fitcast-arch/1"
@@ -110,17 +110,19 @@ def search(profile: dict[str, Any], clip: Path, *, target_fps: float, proxy_iter
     scale, patch, halo = int(target["scale"]), int(target["patch"]), int(target["halo"])
     widths = tuple(sorted({int(r["cout"]) for r in profile["layers"] if r["kind"] == "first"}))
     model = LatencyModel.from_profile(profile)
-    mape = holdout_mape(profile) if len(profile["networks"]) >= 4 else float("nan")
+    mape = mean_holdout_mape(profile) if len(profile["networks"]) >= 4 else float("nan")
     overhead = float(profile["overhead_ms"])
     budget = 1000.0 / target_fps
     if overhead >= budget:
         raise InvalidInputError(f"{target_fps:g} fps leaves {budget:.1f} ms a frame, but the player's own work "
                                 f"(lanczos, windows, paste) takes {overhead:.1f} ms here: no network can fit")
-    scored = []
+    scored, fitting = [], []
     for w in space(widths):
         ms = model.predict(w)
-        scored.append(Candidate(w, macs_per_lr_px(w, scale), round(ms, 3), round(1000.0 / (overhead + ms), 2)))
-    fitting = [c for c in scored if c.predicted_ms + overhead <= budget]
+        c = Candidate(w, macs_per_lr_px(w, scale), round(ms, 3), round(1000.0 / (overhead + ms), 2))
+        scored.append(c)
+        if ms + overhead <= budget:  # the unrounded prediction decides
+            fitting.append(c)
     if not fitting:
         fastest = min(scored, key=lambda c: c.predicted_ms)
         raise InvalidInputError(f"no network of the space fits {target_fps:g} fps: the fastest, {fastest.widths}, "
