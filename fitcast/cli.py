@@ -101,6 +101,10 @@ def _build_parser() -> argparse.ArgumentParser:
     nas.add_argument("--scale", type=int, choices=(2, 3, 4), default=None, help="must match the profile's")
     nas.add_argument("--output-size", type=_size, default=None, help="must match the profile's, WxH")
     nas.add_argument("--proxy-iterations", type=int, default=300)
+    nas.add_argument("--headroom", type=float, default=0.25,
+                     help="plan this share below the frame interval (profile times are best-of-runs)")
+    nas.add_argument("--no-compare", dest="compare", action="store_false",
+                     help="skip training hand-designed ESPCN/FSRCNN-like networks of the same measured budget")
     nas.add_argument("-o", "--output", type=Path, default=Path("arch.json"))
     return parser
 
@@ -259,7 +263,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
     if args.output_size is not None and list(args.output_size) != list(target["output"]):
         raise InvalidInputError(f"the profile is for {target['output'][0]}x{target['output'][1]} output: profile again")
     result = search(profile, args.input, target_fps=args.target_fps, proxy_iterations=args.proxy_iterations,
-                    progress=lambda msg: print(f"nas: {msg}", flush=True))
+                    compare=args.compare, headroom=args.headroom, progress=lambda msg: print(f"nas: {msg}", flush=True))
     atomic_write_text(args.output, json.dumps(result.to_dict(), indent=2))
     c = result.chosen
     print(f"chosen widths {c.widths} ({c.macs_per_lr_px} MACs per LR pixel): predicted {c.predicted_fps:.1f} fps "

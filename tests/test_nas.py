@@ -27,6 +27,17 @@ def test_profile_measures_layers_networks_and_overhead_on_the_runtime(tmp_path):
     assert load_profile(path)["target"] == profile["target"]
 
 
+def test_hand_designed_baselines_are_the_largest_that_measure_within_the_budget():
+    from nas.search import HAND_DESIGNED, hand_designed
+
+    target = Target(scale=2, output=(128, 96), patch=32, halo=5)
+    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=2)
+    roomy = hand_designed({**profile, "overhead_ms": 0.0}, budget_ms=10_000, runs=2)
+    assert [b["widths"] for b in roomy] == [members[-1] for members in HAND_DESIGNED.values()]
+    assert all(b["measured_ms"] > 0 for b in roomy)
+    assert hand_designed({**profile, "overhead_ms": 0.0}, budget_ms=0.001, runs=2) == []
+
+
 def test_a_profile_of_another_format_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "other/1"}))
@@ -72,7 +83,7 @@ def test_search_keeps_to_the_budget_and_trains_the_short_list(leaf_piece):
     model = LatencyModel.from_profile(profile)
     # a budget that about half the space meets: 10 ms of the player's own plus the median network
     target_fps = 1000 / (10.0 + float(np.median([_true_ms(w) for w in space((8, 16, 24))])))
-    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=10, frames=4)
+    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=10, frames=4, headroom=0.0)
     budget = 1000 / target_fps
     assert result.budget_ms == pytest.approx(budget, abs=1e-3)
     for c in result.shortlist:
@@ -90,7 +101,7 @@ def test_impossible_budgets_are_clear_errors(leaf_piece):
     profile = _synthetic_profile(overhead=40.0)
     with pytest.raises(InvalidInputError, match="player's own work"):
         search(profile, leaf_piece, target_fps=30, proxy_iterations=5, frames=2)
+    fastest = min(_true_ms(w) for w in space((8, 16, 24)))
     with pytest.raises(InvalidInputError, match="no network of the space fits"):
-        fastest = min(_true_ms(w) for w in space((8, 16, 24)))
         search(_synthetic_profile(overhead=1000 / 60 - fastest / 2), leaf_piece, target_fps=60, proxy_iterations=5,
-               frames=2)
+               frames=2, headroom=0.0)
