@@ -1,4 +1,2 @@
-"""Export for phones (ExecuTorch .pte) and the on-device benchmark.
-
-Not built yet: see the project's issue on mobile export.
-"""
+"""Export for phones (ONNX and ExecuTorch .pte with XNNPACK, parity-checked) and the device benchmark
+(host through the Python runtimes, Android through adb)."""

@@ -1,5 +1,5 @@
-"""Compiler-aware architecture search (latency model measured on the real runtime, and the search).
+"""Compiler-aware architecture search ("NAS": neural architecture search).
 
-"NAS" here means neural architecture search, not network-attached storage.
-Not built yet: see the project's issue on compiler-aware NAS.
+``profile`` times candidate networks on the runtime that will run them, ``predictor`` fits a
+latency model on those times, ``search`` picks depth and per-layer width for an fps budget.
 """
