@@ -7,6 +7,7 @@ model, paste the residuals), so the page shows exactly what `fitcast play` shows
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,8 @@ from fitcast.storage import validate_asset_id
 from server import problems
 
 router = APIRouter(prefix="/v1/assets", tags=["compare"])
+# An upscaler reuses its buffers frame after frame: one render at a time per process.
+_RENDER = threading.Lock()
 
 
 @lru_cache(maxsize=8)
@@ -38,12 +41,17 @@ def _upscaler(asset_dir: str, mtime_ns: int):
 
 
 def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
-    from chunking.grid import load_labels
-    from fitcast.media import decode_segment, upscale
-
     manifest = asset_dir / "sr" / "manifest.json"
     if not manifest.is_file():
         raise NotFoundError("the asset is not ready: no manifest yet")
+    with _RENDER:
+        return _render_locked(asset_dir, manifest, segment, frame, mode)
+
+
+def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
+    from chunking.grid import load_labels
+    from fitcast.media import decode_segment, upscale
+
     asset, upscaler = _upscaler(str(asset_dir), manifest.stat().st_mtime_ns)
     m = asset.manifest
     seg = next((s for s in m.segments if s.index == segment), None)
