@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,32 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, update_readme  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from fitcast.media import cut  # noqa: E402
-from fitcast.storage import atomic_write_text  # noqa: E402
+from server.launch import start_server  # noqa: E402
 
 MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
-FITCAST = str(Path(sys.executable).with_name("fitcast"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(root: Path, port: int, iterations: int) -> subprocess.Popen:
-    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS=str(iterations))
-    proc = subprocess.Popen([FITCAST, "serve", "--root", str(root), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not start")
 
 
 def upload(base: str, clip: Path) -> str:
@@ -182,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fitcast-load-") as tmp:
         tmp = Path(tmp)
         clip = cut(MEDIA / args.clip, tmp / "clip.mp4", start=3.0, duration=2.0)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start_server(tmp / "store", port, args.iterations)
+        server, base = start_server(tmp / "store", env={"FITCAST_TRAIN_ITERATIONS": str(args.iterations)})
         try:
             asset_id = upload(base, clip)
             wait_ready(base, asset_id)
@@ -196,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(30)
     summary = summarise(rec, args.seconds, args.players, args.uploads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(summary, indent=2))
-    table = to_markdown(summary)
-    print(table)
-    if args.readme:
-        update_readme(args.readme, table, block="load")
+    publish(summary, args.out, to_markdown(summary), readme=args.readme, block="load")
     return 0 if summary["errors"] == 0 else 1
 
 

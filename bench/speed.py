@@ -15,7 +15,6 @@ the median over rounds of each round's median and 5th-percentile fps.  With
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,11 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, update_readme  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
 from client.runtime import available_runtimes  # noqa: E402
 from fitcast.manifest import Manifest  # noqa: E402
-from fitcast.storage import atomic_write_text  # noqa: E402
 
 
 def configurations(manifest: Manifest, runtimes: list[str]) -> list[tuple[str, str]]:
@@ -87,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{asset}: not an encoded asset directory (no sr/manifest.json)")
     result = run(args.assets, frames=args.frames, rounds=args.rounds,
                  runtimes=args.runtimes or available_runtimes())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2))
-    table = to_markdown(result)
-    print(table)
-    if args.readme:
-        update_readme(args.readme, table, block="speed")
+    publish(result, args.out, to_markdown(result), readme=args.readme, block="speed")
     return 0
 
 

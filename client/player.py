@@ -55,14 +55,19 @@ class FrameFeed:
     of each frame and the next segment's download overlap with the models' work on
     the other core, and memory stays bounded.
     Iterating yields ``(segment, index, lr_frame, lanczos_base, labels_of_frame)``.
+    With ``keep_segments`` the segment bytes it read stay in ``segments`` (for the audio
+    of ``--out``), so nothing is fetched twice.
     """
 
     _END = object()
 
-    def __init__(self, asset: Asset, manifest: Manifest, *, limit: int, depth: int = 8) -> None:
+    def __init__(self, asset: Asset, manifest: Manifest, init: bytes, *, limit: int, depth: int = 8,
+                 keep_segments: bool = False) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(asset, manifest, limit), name="fitcast-feed",
+        self.segments: list[bytes] = []
+        self._keep = keep_segments
+        self._thread = threading.Thread(target=self._run, args=(asset, manifest, init, limit), name="fitcast-feed",
                                         daemon=True)
         self._thread.start()
 
@@ -75,14 +80,15 @@ class FrameFeed:
                 continue
         return False
 
-    def _run(self, asset: Asset, m: Manifest, limit: int) -> None:
+    def _run(self, asset: Asset, m: Manifest, init: bytes, limit: int) -> None:
         try:
-            init = asset.read(m.init_uri)
             sent = 0
             for seg in m.segments:
                 if sent >= limit:
                     break
                 data = asset.read(seg.uri)
+                if self._keep:
+                    self.segments.append(data)
                 labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
                 for j, lr in enumerate(iter_frames(io.BytesIO(init + data), fmt="mp4")):
                     if sent >= limit:
@@ -154,7 +160,7 @@ def play(
         policy = DegradePolicy(interval=1.0 / options.target_fps, k=m.k)
         clock = Clock(interval=1.0 / options.target_fps)
     played = 0
-    feed = FrameFeed(asset, m, limit=total_frames)
+    feed = FrameFeed(asset, m, init, limit=total_frames, keep_segments=with_audio)
     try:
         current = None
         t_prev = time.perf_counter()
@@ -198,9 +204,7 @@ def play(
         if viewer is not None:
             viewer.close()
     if with_audio:  # pass the rendition's audio through, cut to the frames played
-        seen = {s.index for s in stats.segments}
-        played_segments = [seg for seg in m.segments if seg.index in seen]
-        rendition = io.BytesIO(init + b"".join(asset.read(seg.uri) for seg in played_segments))
+        rendition = io.BytesIO(init + b"".join(feed.segments))
         try:
             mux_audio(video_out, rendition, options.out)
         finally:

@@ -22,15 +22,11 @@ RUNTIMES = ("auto", "ort", "openvino")
 
 
 class Session(Protocol):
-    name: str
-
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
 class OrtSession:
     """ONNX Runtime CPU session with all graph optimisations on."""
-
-    name = "ort"
 
     def __init__(self, model: Path | bytes, *, threads: int = 0, window: int | None = None) -> None:
         import onnxruntime as ort
@@ -55,8 +51,6 @@ class OpenVinoSession:
     a group varies), so the model keeps a dynamic batch dimension; the spatial
     shape is fixed by the patch grid.
     """
-
-    name = "openvino"
 
     def __init__(self, model: Path | bytes, *, threads: int = 0, window: int | None = None) -> None:
         import openvino as ov

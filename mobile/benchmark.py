@@ -64,12 +64,10 @@ def load_bundle(bundle: Path) -> tuple[dict, dict]:
     return info, manifest
 
 
-def _frame_geometry(info: dict, manifest: dict) -> tuple[int, int, str]:
-    """(patches per frame, calls per frame at the bundle's batch, output size)."""
+def _frame_geometry(info: dict, manifest: dict) -> tuple[int, str]:
+    """(calls per frame: every patch of the frame in the bundle's batches, output size)."""
     gw, gh = manifest["patch"]["grid"]
-    patches = gw * gh
-    calls = math.ceil(patches / info["batch"])
-    return patches, calls, f"{manifest['hr'][0]}x{manifest['hr'][1]}"
+    return math.ceil(gw * gh / info["batch"]), f"{manifest['hr'][0]}x{manifest['hr'][1]}"
 
 
 def _arch_of(manifest: dict, model_id: str) -> dict:
@@ -82,7 +80,7 @@ def _peak_mb() -> float:
 
 def host_entries(bundle: Path, *, runs: int = 30, warmup: int = 3, threads: int = 0) -> list[Entry]:
     info, manifest = load_bundle(bundle)
-    _, calls, output = _frame_geometry(info, manifest)
+    calls, output = _frame_geometry(info, manifest)
     batch, window = info["batch"], info["window"]
     x = np.random.default_rng(0).random((batch, 3, window, window), dtype=np.float32)
     out = []
@@ -166,7 +164,7 @@ class Adb:
 def adb_entries(bundle: Path, *, runners: dict[str, Path], serial: str | None = None, runs: int = 30,
                 threads: int = 4) -> tuple[str, list[Entry]]:
     info, manifest = load_bundle(bundle)
-    _, calls, output = _frame_geometry(info, manifest)
+    calls, output = _frame_geometry(info, manifest)
     adb = Adb(serial)
     device = adb.device_name()
     adb("shell", "mkdir", "-p", REMOTE_DIR)

@@ -105,14 +105,13 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
     given here precomputed, as the player gives it."""
     from chunking.grid import Grid
     from client.plan import RoutedUpscaler
+    from fitcast.media import upscale
 
     lw, lh = target.lr
     grid = Grid(lw, lh, target.patch, target.halo)
     ps = target.patch * target.scale
 
     class _Free:  # a model that costs nothing: returns a zero residual of the right shape
-        name = "free"
-
         def run(self, x: np.ndarray) -> np.ndarray:
             out = getattr(self, "_out", None)
             if out is None or out.shape[0] != x.shape[0]:
@@ -124,8 +123,6 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 255, (lh, lw, 3), dtype=np.uint8)
     labels = np.zeros((grid.gh, grid.gw), np.uint8)
-    from fitcast.media import upscale
-
     base = upscale(lr, target.scale, "lanczos")
     return _timer(lambda: up.upscale(lr, labels, {"0": "m"}, base), runs=runs)
 

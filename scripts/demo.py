@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,13 @@ from pathlib import Path
 import httpx
 
 from fitcast.media import cut
+from server.launch import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 CLIP = MEDIA / "leaf_720p_pyscenedetect.mp4"
 OUT = ROOT / "demo-out"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FITCAST = str(Path(sys.executable).with_name("fitcast"))
 
 
 def main() -> int:
@@ -44,22 +39,13 @@ def main() -> int:
     print(f"[demo] cut 5 s of {CLIP.name} -> {piece.relative_to(ROOT)}")
 
     store = OUT / f"store-{int(t0)}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    exe = str(Path(sys.executable).with_name("fitcast"))
-    server = subprocess.Popen([exe, "serve", "--root", str(store), "--port", str(port)],
-                              stdout=open(OUT / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        server, base = start_server(store, log=open(OUT / "server.log", "w"), new_session=True)
+    except RuntimeError as exc:
+        print(f"demo: error: {exc} (see demo-out/server.log)", file=sys.stderr)
+        return 1
     try:
         with httpx.Client(base_url=base, timeout=60) as http:
-            for _ in range(100):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                print("demo: error: the server did not start (see demo-out/server.log)", file=sys.stderr)
-                return 1
             print(f"[demo] server on {base}, store {store.relative_to(ROOT)}")
             with open(piece, "rb") as f:
                 r = http.post("/v1/assets", params={"scale": 2, "k": 2}, content=f,
@@ -86,7 +72,7 @@ def main() -> int:
                   f"train {q['seconds']['train']:.0f} s, total {q['seconds']['total']:.0f} s")
         report = OUT / "play-report.json"
         print(f"[demo] playing {asset['links']['self']} headless …", flush=True)
-        rc = subprocess.call([exe, "play", asset["links"]["self"], "--reference", str(piece), "--headless",
+        rc = subprocess.call([FITCAST, "play", asset["links"]["self"], "--reference", str(piece), "--headless",
                               "--report", str(report)])
         if rc != 0:
             return rc

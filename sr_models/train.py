@@ -210,7 +210,7 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-_Y_NP = np.array([65.481, 128.553, 24.966], np.float64) / 255.0
+_Y_NP = _Y.view(3).double().numpy()  # the same BT.601 luma weights as the l1-y loss
 
 
 def _psnr_y_of_error(err_rgb: np.ndarray) -> float:

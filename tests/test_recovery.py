@@ -1,36 +1,19 @@
 """A kill -9 of the server in the middle of an encode, then a restart: the job resumes and finishes."""
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-FITCAST = str(Path(sys.executable).with_name("fitcast"))
+from server.launch import free_port, start_server
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ENV = {"FITCAST_TRAIN_ITERATIONS": "400", "FITCAST_POLL_SECONDS": "0.2", "FITCAST_JOB_LEASE_SECONDS": "3"}
 
 
 def _start(root: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="400", FITCAST_POLL_SECONDS="0.2", FITCAST_JOB_LEASE_SECONDS="3")
-    proc = subprocess.Popen([FITCAST, "serve", "--root", str(root), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(150):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
+    return start_server(root, port=port, env=ENV)[0]
 
 
 def _children(pid: int) -> list[int]:
@@ -39,7 +22,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
-    root, port = tmp_path / "store", _port()
+    root, port = tmp_path / "store", free_port()
     server = _start(root, port)
     base = f"http://127.0.0.1:{port}/v1/assets"
     try:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from server.launch import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FITCAST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,28 +25,9 @@ pytestmark = [
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = _port()
-    env = dict(os.environ, FITCAST_TRAIN_ITERATIONS="30", FITCAST_POLL_SECONDS="0.2")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("fitcast")), "serve", "--root", str(tmp_path / "store"),
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start")
+    proc, base = start_server(tmp_path / "store", env={"FITCAST_TRAIN_ITERATIONS": "30", "FITCAST_POLL_SECONDS": "0.2"})
     yield base
     proc.terminate()
     proc.wait(30)
