@@ -2,6 +2,12 @@
 
     python bench/train_curve.py SAMPLES.npz --method dydca --iterations 250 500 1500 \
         --devices cpu cuda --out bench/results/train_curve
+    python bench/train_curve.py --clip leaf_720p_pyscenedetect.mp4:3:4 --method jstdo \
+        --variants fp32+nchw bf16+nhwc compile warm --iterations 1500
+
+``--variants`` compares ways to train on the CPU (bf16 autocast or fp32, NHWC or NCHW
+activations, ``torch.compile``, a warm start from the shipped generic model); each row also
+has the CPU seconds the process used, for dB per CPU-minute.
 
 SAMPLES.npz is the training set an encode writes (``work/samples.npz``: LR windows,
 HR residuals over lanczos, group labels).  A fixed share of it is held out; every
@@ -19,6 +25,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +35,40 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_name, machine  # noqa: E402
-from server.pipeline import PRESETS, EncodeOptions, _arch_for  # noqa: E402
+from fitcast.media import cut  # noqa: E402
+from server.pipeline import PRESETS, EncodeOptions, _arch_for, clip_pairs  # noqa: E402
 from sr_models.archs import build_from_spec  # noqa: E402
 from sr_models.train import TrainSpec, held_out_gain, resolve_device, save_samples, train  # noqa: E402
 
+# Ways to train, as TrainSpec overrides ("bf16+nhwc" is what an encode uses).
+VARIANTS = {
+    "bf16+nhwc": {},
+    "fp32+nchw": {"bf16": False, "channels_last": False},
+    "fp32+nhwc": {"bf16": False},
+    "bf16+nchw": {"channels_last": False},
+    "compile": {"compile": True},
+    "warm": {"init": "generic"},
+}
+MEDIA = ROOT.parent / "shared" / "media"
+
+
+def _clip_samples(spec: str, scale: int, patch: int, overlap: int, out: Path, n: int) -> None:
+    """Training pairs of a piece of a clip (NAME:START:DURATION), as an encode would cut them."""
+    name, start, duration = (spec.split(":") + ["0", "4"])[:3]
+    piece = out.with_suffix(".mp4")
+    cut(MEDIA / name if not Path(name).is_file() else Path(name), piece, start=float(start),
+        duration=float(duration), crf=8)
+    lr, res = clip_pairs(piece, scale, patch=patch, overlap=overlap, per_clip=n, max_seconds=float(duration),
+                         crf=23, rng=np.random.default_rng(0))
+    save_samples(out, lr, res)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("samples", type=Path)
+    ap.add_argument("samples", type=Path, nargs="?", help="an encode's work/samples.npz (or use --clip)")
+    ap.add_argument("--clip", default=None, help="NAME:START:DURATION in ../shared/media: sample this piece")
+    ap.add_argument("--clip-samples", type=int, default=6000)
+    ap.add_argument("--variants", nargs="+", default=["bf16+nhwc"], choices=tuple(VARIANTS))
     ap.add_argument("--method", default="dydca", choices=("stdo", "jstdo", "dydca"))
     ap.add_argument("--preset", default="balanced", choices=tuple(PRESETS))
     ap.add_argument("--scale", type=int, default=2)
@@ -53,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     overlap = build_from_spec(arch).receptive_radius
     lr_rate = preset.dydca_lr if args.method == "dydca" else preset.lr
 
+    if args.clip:
+        args.samples = Path(tempfile.mkdtemp(prefix="fitcast-curve-")) / "clip.npz"
+        _clip_samples(args.clip, args.scale, options.patch or preset.patch, overlap, args.samples, args.clip_samples)
+    elif args.samples is None:
+        raise SystemExit("give SAMPLES.npz or --clip")
     with np.load(args.samples, allow_pickle=False) as npz:
         lr_np, res_np, group_np = npz["lr"], npz["res"], npz["group"]
     rng = np.random.default_rng(0)
@@ -69,17 +108,27 @@ def main(argv: list[str] | None = None) -> int:
         save_samples(hold_path, lr_np[hold], res_np[hold], group_np[hold])
         for device in args.devices:
             dev = resolve_device(device)
-            for bs in args.batch_size or [preset.batch_size]:
-                for iters in args.iterations:
-                    out = tmp / f"{device}_{bs}_{iters}.pt"
+            for bs, iters, variant in [(b, i, v) for b in args.batch_size or [preset.batch_size]
+                                       for i in args.iterations for v in args.variants]:
+                    out = tmp / f"{device}_{bs}_{iters}_{variant}.pt"
+                    extra = dict(VARIANTS[variant])
+                    if extra.get("init") == "generic":
+                        from sr_models.generic import generic_arch, generic_weights
+
+                        if arch != generic_arch(args.scale):
+                            raise SystemExit(f"--variants warm needs the generic architecture, not {arch}")
+                        extra["init"] = generic_weights(args.scale)
                     spec = TrainSpec(samples=train_path, out=out, arch=arch, overlap=overlap, iterations=iters,
                                      batch_size=bs, lr=lr_rate, loss=preset.loss, device=str(dev),
-                                     group_weights=None)
+                                     group_weights=None, **extra)
+                    cpu0 = time.process_time()
                     r = train(spec)
+                    cpu = time.process_time() - cpu0
                     gain = held_out_gain(out, arch, overlap, hold_path)
                     row = {"device": str(dev), "device_name": _device_name(dev), "batch_size": bs,
-                           "iterations": iters, "seconds": r.seconds, "it_per_s": r.it_per_s,
-                           "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain, "loss_last": r.loss_last}
+                           "variant": variant, "iterations": iters, "seconds": r.seconds, "cpu_seconds": cpu,
+                           "it_per_s": r.it_per_s, "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain,
+                           "db_per_cpu_minute": gain / (cpu / 60) if cpu > 0 else None, "loss_last": r.loss_last}
                     print(json.dumps(row), flush=True)
                     results.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,12 +155,13 @@ def _plot(doc: dict, path: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    keys = sorted({(r["device_name"], r["batch_size"]) for r in doc["rows"]})
-    for name, bs in keys:
-        rows = sorted((r for r in doc["rows"] if (r["device_name"], r["batch_size"]) == (name, bs)),
-                      key=lambda r: r["seconds"])
+    def key(r: dict) -> tuple:
+        return r["device_name"], r["batch_size"], r.get("variant", "bf16+nhwc")
+
+    for name, bs, variant in sorted({key(r) for r in doc["rows"]}):
+        rows = sorted((r for r in doc["rows"] if key(r) == (name, bs, variant)), key=lambda r: r["seconds"])
         ax.plot([r["seconds"] for r in rows], [r["held_out_gain_db"] for r in rows], marker="o",
-                label=f"{name}, batch {bs}")
+                label=f"{name}, batch {bs}, {variant}")
     ax.set_xscale("log")
     ax.set_xlabel("training seconds")
     ax.set_ylabel("held-out PSNR-Y gain over lanczos (dB)")

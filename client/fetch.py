@@ -17,7 +17,7 @@ import httpx
 import m3u8
 
 from fitcast.errors import FetchError, IntegrityError, NotFoundError
-from fitcast.manifest import Manifest, parse
+from fitcast.manifest import Manifest, ModelEntry, decompress_model, parse
 from fitcast.storage import atomic_write_bytes, sha256_bytes
 
 SESSION_DATA_ID = "com.fitcast.manifest"
@@ -44,6 +44,10 @@ class Asset:
 
     def read(self, uri: str, sha256: str | None = None) -> bytes:
         return self.fetcher.read(self.resolve(uri), sha256)
+
+    def read_model(self, entry: ModelEntry) -> bytes:
+        """A model's ONNX bytes: fetched, sha256-checked and decoded (``entry.encoding``)."""
+        return decompress_model(self.read(entry.uri, entry.sha256), entry.encoding)
 
     def resolve(self, uri: str) -> str:
         if _is_url(self.manifest_location):

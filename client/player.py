@@ -46,6 +46,8 @@ class PlayOptions:
     target_fps: float | None = None
     # False: lanczos only (no model is fetched or run): the baseline player.
     sr: bool = True
+    # x264 CRF of ``out`` (0: lossless in YUV 4:2:0, what a VMAF measurement of the output needs).
+    out_crf: int = 18
 
 
 class FrameFeed:
@@ -139,7 +141,7 @@ def play(
     for mid in used:
         entry = m.model(mid, options.precision)
         precisions.add(entry.precision)
-        sessions[mid] = open_session(asset.read(entry.uri, entry.sha256), runtime, threads=options.threads,
+        sessions[mid] = open_session(asset.read_model(entry), runtime, threads=options.threads,
                                      window=window)
     for session in sessions.values():  # first runs allocate and plan: keep them out of the timed frames
         session.run(np.zeros((1, 3, window, window), np.float32))
@@ -153,7 +155,7 @@ def play(
     init = asset.read(m.init_uri)
     with_audio = options.out is not None and has_audio(init)
     video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio else options.out
-    writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps) if video_out else None
+    writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps, crf=options.out_crf) if video_out else None
     viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
     policy = clock = None
     if options.target_fps:

@@ -38,9 +38,10 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path)
     enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
     enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
-    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca"), default=None,
+    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca", "generic"), default=None,
                      help="stdo: one model per group; jstdo: one joint model; dydca: one dynamic model "
-                          "(default; jstdo with --arch)")
+                          "(default; jstdo with --arch); generic: the shipped generic model, not overfitted "
+                          "(the baseline)")
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
@@ -53,6 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="where models train: auto (a GPU when torch sees one), cpu or cuda")
     enc.add_argument("--arch", type=Path, default=None,
                      help="an architecture file from `fitcast nas` (its network and patch size replace the preset's)")
+    enc.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                     help="stdo/jstdo: start training from the shipped generic model (default: when the "
+                          "preset's network is the generic one, i.e. balanced at x2 and x4)")
     enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -163,7 +167,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     options = EncodeOptions(
         scale=args.scale, method=args.method or ("jstdo" if args.arch else "dydca"), k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
         preset=args.preset, iterations=args.iterations, group_weights=args.group_weights, int8=args.int8,
-        train_device=args.train_device, **_searched_arch(args.arch),
+        train_device=args.train_device, warm_start=args.warm_start, **_searched_arch(args.arch),
     ).validate()
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:

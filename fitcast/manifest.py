@@ -7,6 +7,7 @@ know.  URIs are relative to the manifest's own location.
 from __future__ import annotations
 
 import json
+import lzma
 import re
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ FORMAT = "fitcast/1"
 SUPPORTED_MAJOR = 1
 LANCZOS = "lanczos"
 
-Method = Literal["stdo", "jstdo", "dydca"]
+Method = Literal["stdo", "jstdo", "dydca", "generic"]
 
 
 class _Model(BaseModel):
@@ -52,6 +53,34 @@ class ModelEntry(_Model):
     # the residual over the lanczos upscale of the same LR frame.
     residual: str = LANCZOS
     group: int | None = None
+    # How the stored file is coded: "xz" (LZMA2 entropy coding of the ONNX bytes; ``bytes`` and
+    # ``sha256`` are of the stored, compressed file) or "identity".
+    encoding: Literal["identity", "xz"] = "identity"
+
+
+# A shipped model is a few hundred kB at most; a file that inflates past this is refused.
+MAX_MODEL_BYTES = 64 << 20
+
+
+def compress_model(data: bytes) -> bytes:
+    """The "xz" encoding of a model file (what the encoder stores and counts in ``bits.models``)."""
+    return lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+
+
+def decompress_model(data: bytes, encoding: str) -> bytes:
+    """Undo a model file's ``encoding``; refuses corrupt data and decompression bombs."""
+    if encoding == "identity":
+        return data
+    if encoding != "xz":
+        raise ManifestError(f"unknown model encoding {encoding!r}")
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        out = dec.decompress(data, max_length=MAX_MODEL_BYTES)
+    except lzma.LZMAError as exc:
+        raise ManifestError(f"corrupt xz model file: {exc}") from None
+    if not dec.eof:
+        raise ManifestError(f"an xz model file is truncated or inflates past {MAX_MODEL_BYTES} bytes")
+    return out
 
 
 class SegmentQuality(_Model):

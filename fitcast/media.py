@@ -8,6 +8,7 @@ decode of the same frames agree.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -269,6 +270,24 @@ def run_ffmpeg(args: list[str], *, timeout: float = 600.0, stdin: bytes | None =
         tail = err.decode(errors="replace").strip().splitlines()[-3:]
         raise ToolError(f"ffmpeg failed ({proc.returncode}): {' | '.join(tail)}")
     return err.decode(errors="replace")
+
+
+def vmaf(distorted: str | Path, reference: str | Path, *, crop: tuple[int, int, int, int] | None = None,
+         threads: int = 2, timeout: float = 1800.0) -> float:
+    """Mean VMAF (libvmaf's default model) of ``distorted`` against ``reference`` cropped to
+    (x, y, w, h), frame by frame in decode order (timestamps are ignored: variable frame rate
+    sources stay aligned); the distorted video should be lossless (e.g. x264 CRF 0)."""
+    import tempfile
+
+    ref_chain = f"crop={crop[2]}:{crop[3]}:{crop[0]}:{crop[1]}," if crop else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "vmaf.json"
+        graph = (f"[0:v]settb=1,setpts=N,format=yuv420p[d];[1:v]{ref_chain}settb=1,setpts=N,format=yuv420p[r];"
+                 f"[d][r]libvmaf=log_fmt=json:log_path={log.as_posix()}:n_threads={threads}")
+        run_ffmpeg(["-protocol_whitelist", "file", "-i", str(distorted), "-i", str(reference),
+                    "-lavfi", graph, "-f", "null", "-"], timeout=timeout)
+        pooled = json.loads(log.read_text())["pooled_metrics"]["vmaf"]
+    return float(pooled["mean"])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -166,7 +166,7 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
                                   round(parity, 2), list(outside)))
 
     for entry in (e for e in m.models if e.precision == "fp32"):
-        fp32_onnx = asset.read(entry.uri, entry.sha256)
+        fp32_onnx = asset.read_model(entry)
         net = from_onnx(entry.arch, fp32_onnx)
         x = calibration_windows(asset, m, group=entry.group)
         with torch.no_grad():
@@ -176,7 +176,7 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
                 write(entry, "onnx", "fp32", fp32_onnx, psnr01(OrtSession(fp32_onnx).run(x), ref))
             int8_entry = next((e for e in m.models if e.id == entry.id and e.precision == "int8"), None)
             if "int8" in precisions and int8_entry is not None:
-                data = asset.read(int8_entry.uri, int8_entry.sha256)
+                data = asset.read_model(int8_entry)
                 write(entry, "onnx", "int8", data, psnr01(OrtSession(data).run(x), ref))
         if "pte" in formats:
             for precision in precisions:

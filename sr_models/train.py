@@ -45,7 +45,9 @@ class TrainSpec:
     lr_min: float = 1e-5
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast (measured faster on this AVX-512/bf16 CPU: bench/train_curve.py)
+    channels_last: bool = True  # NHWC activations (oneDNN's preferred layout for convolutions)
+    compile: bool = False  # torch.compile the network (needs a C++ compiler; measured, not the default)
     init: Path | None = None  # warm start from this state dict
     # "l1": L1 over RGB; "l1-y": L1 on BT.601 luma (what PSNR-Y measures) plus 0.25 x L1 over RGB
     loss: str = "l1"
@@ -124,7 +126,10 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         model.load_state_dict(torch.load(spec.init, map_location="cpu", weights_only=True))
     device = resolve_device(spec.device)
     lr_x, res_y, group = lr_x.to(device), res_y.to(device), group.to(device)
-    model = model.to(device=device, memory_format=torch.channels_last).train()
+    layout = torch.channels_last if spec.channels_last else torch.contiguous_format
+    lr_x = lr_x.contiguous(memory_format=layout)
+    model = model.to(device=device, memory_format=layout).train()
+    forward = torch.compile(model) if spec.compile else model
     routed = spec.arch.get("name") == "dydca"
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     total = max(1, spec.iterations)
@@ -147,7 +152,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         idx = idx.to(device, non_blocking=True)
         x, y = lr_x[idx], res_y[idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16):
-            out = model(x, group[idx]) if routed else model(x)
+            out = forward(x, group[idx]) if routed else forward(x)
         out = out.float()[:, :, o : o + ps, o : o + ps]
         loss = _loss(out, y, spec.loss)
         opt.zero_grad(set_to_none=True)

@@ -1,9 +1,10 @@
 import json
+import lzma
 
 import pytest
 
 from fitcast.errors import ManifestError, UnsupportedFormatError
-from fitcast.manifest import Manifest, parse
+from fitcast.manifest import MAX_MODEL_BYTES, Manifest, compress_model, decompress_model, parse
 
 
 def test_manifest_round_trip(leaf_asset):
@@ -48,3 +49,30 @@ def test_malformed_manifests_give_clear_errors(leaf_asset):
     data["scale"] = 5
     with pytest.raises(ManifestError, match="scale"):
         parse(json.dumps(data))
+
+
+def test_models_ship_entropy_coded_and_smaller(leaf_asset):
+    """Every shipped model is xz-coded; the stored bytes (what bits.models counts) are smaller
+    than the ONNX they decode to, and decode to a loadable graph."""
+    import onnx
+
+    m = parse((leaf_asset / "sr" / "manifest.json").read_bytes())
+    for entry in m.models:
+        stored = (leaf_asset / "sr" / entry.uri).read_bytes()
+        assert entry.encoding == "xz" and entry.bytes == len(stored)
+        raw = decompress_model(stored, entry.encoding)
+        assert len(raw) > len(stored)
+        onnx.checker.check_model(onnx.load_from_string(raw))
+    default = [e for e in m.models if e.precision == "int8"]
+    assert m.bits.models == 8 * sum(e.bytes for e in default)
+
+
+def test_corrupt_or_inflating_model_files_are_refused():
+    with pytest.raises(ManifestError, match="corrupt"):
+        decompress_model(b"not xz at all", "xz")
+    with pytest.raises(ManifestError, match="truncated"):
+        decompress_model(compress_model(b"x" * 1000)[:-20], "xz")
+    with pytest.raises(ManifestError, match="inflates"):
+        decompress_model(lzma.compress(bytes(MAX_MODEL_BYTES + 1), preset=0), "xz")
+    with pytest.raises(ManifestError, match="unknown"):
+        decompress_model(b"", "zstd")

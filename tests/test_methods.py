@@ -63,3 +63,58 @@ def test_method_end_to_end_on_a_real_clip(method, bear_piece, tmp_path):
     # 150 iterations already beat lanczos on this detailed clip (measured +0.37 / +0.40 dB here)
     assert r["psnr_y_sr"] > r["psnr_y_lanczos"] + 0.15
     assert np.isfinite(q["seconds"]["train"])
+
+
+def test_generic_and_warm_start_options_are_validated():
+    with pytest.raises(InvalidInputError, match="no generic model for x3"):
+        EncodeOptions(scale=3, method="generic").validate()
+    with pytest.raises(InvalidInputError, match="warm-start"):
+        EncodeOptions(method="dydca", warm_start=True).validate()
+    with pytest.raises(InvalidInputError, match="stdo or jstdo"):
+        EncodeOptions(method="generic", arch={"name": "espcn_r", "scale": 2, "channels": 8, "body": 0}).validate()
+    # auto: warm start wherever the preset's network is the generic one
+    from server.pipeline import PRESETS, _warm_start
+
+    assert _warm_start(EncodeOptions(method="jstdo"), PRESETS["balanced"]) is True
+    assert _warm_start(EncodeOptions(method="stdo", scale=4), PRESETS["balanced"]) is True
+    assert _warm_start(EncodeOptions(method="jstdo", preset="fast"), PRESETS["fast"]) is False
+    assert _warm_start(EncodeOptions(method="jstdo", scale=3), PRESETS["balanced"]) is False  # none ships for x3
+    assert _warm_start(EncodeOptions(method="dydca"), PRESETS["balanced"]) is False
+    assert _warm_start(EncodeOptions(method="jstdo", warm_start=False), PRESETS["balanced"]) is False
+
+
+def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path):
+    """--method generic: the shipped generic weights, not trained on this clip (the baseline),
+    calibrated to int8 on its patches and gated per segment like every method."""
+    from sr_models.export import from_onnx
+    from sr_models.generic import generic_arch, generic_weights
+
+    out = tmp_path / "generic"
+    m = encode(bear_piece, out, EncodeOptions(method="generic", k=2, segment_seconds=0.5))
+    assert m.method == "generic"
+    assert sorted((e.id, e.precision) for e in m.models) == [("generic", "fp32"), ("generic", "int8")]
+    q = json.loads((out / "report" / "quality.json").read_text())
+    assert q["train"] == [] and q["arch"] == generic_arch(2)
+    fp32 = next(e for e in m.models if e.precision == "fp32")
+    asset = Fetcher(cache_dir=tmp_path / "cache")
+    from client.fetch import open_asset
+
+    net = from_onnx(fp32.arch, open_asset(str(out), asset).read_model(fp32))
+    shipped = torch.load(generic_weights(2), weights_only=True)
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, shipped[name]), name
+    r = play(str(out), PlayOptions(reference=bear_piece), fetcher=asset)
+    assert r["psnr_y_sr"] == pytest.approx(q["psnr_y_sr"], abs=0.02)
+    assert r["psnr_y_sr"] >= r["psnr_y_lanczos"]
+
+
+def test_warm_start_from_the_generic_model_learns_faster(bear_piece, tmp_path):
+    """The same tiny budget (40 iterations) from the generic model beats training from scratch."""
+    gains = {}
+    for warm in (False, True):
+        out = tmp_path / f"warm{warm}"
+        encode(bear_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20, warm_start=warm))
+        q = json.loads((out / "report" / "quality.json").read_text())
+        assert q["warm_start"] is warm
+        gains[warm] = q["psnr_y_sr_fp32"] - q["psnr_y_lanczos"]
+    assert gains[True] > gains[False] + 0.1, gains

@@ -127,7 +127,7 @@ async def _receive_body(request: Request, dest: Path, limit: int) -> None:
 async def create_asset(
     request: Request,
     scale: Annotated[int, Query(ge=2, le=4)] = 2,
-    method: Literal["stdo", "jstdo", "dydca"] = "dydca",
+    method: Literal["stdo", "jstdo", "dydca", "generic"] = "dydca",
     k: Annotated[int, Query(ge=1, le=16)] = 2,
     crf: Annotated[int, Query(ge=0, le=51)] = 23,
     segment_seconds: Annotated[float, Query(ge=0.5, le=20)] = 2.0,

@@ -36,7 +36,7 @@ def _upscaler(asset_dir: str, mtime_ns: int):
     asset = open_asset(asset_dir)
     m = asset.manifest
     used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
-    sessions = {mid: open_session(asset.read(m.model(mid).uri, m.model(mid).sha256), "ort") for mid in used}
+    sessions = {mid: open_session(asset.read_model(m.model(mid)), "ort") for mid in used}
     return asset, RoutedUpscaler.for_manifest(m, sessions)
 
 

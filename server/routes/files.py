@@ -23,6 +23,7 @@ MEDIA_TYPES = {
     ".mp4": "video/mp4",
     ".json": "application/json",
     ".onnx": "application/octet-stream",
+    ".xz": "application/x-xz",  # models: xz-coded ONNX (manifest "encoding")
     ".pte": "application/octet-stream",
     ".npz": "application/octet-stream",
     ".png": "image/png",
