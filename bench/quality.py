@@ -117,7 +117,8 @@ class Bench:
                "psnr_y_lanczos": q["psnr_y_lanczos"], "psnr_y_bicubic": q["psnr_y_bicubic"],
                "psnr_y_sr": q["psnr_y_sr"], "psnr_y_sr_fp32": q["psnr_y_sr_fp32"],
                "ssim_y_lanczos": q["ssim_y_lanczos"], "ssim_y_sr": q["ssim_y_sr"],
-               "bits": bits, "total_kbps": (bits["video"] + bits["models"] + bits["labels"]) / duration / 1000,
+               "bits": bits, "model_bits_uncoded": q.get("model_bits_before_entropy_coding"),
+               "total_kbps": (bits["video"] + bits["models"] + bits["labels"]) / duration / 1000,
                "video_kbps": bits["video"] / duration / 1000,
                "encode_seconds": wall, "seconds": q["seconds"],
                "segments": [{k: s[k] for k in ("index", "psnr_y_lanczos", "psnr_y_sr", "routes")} for s in q["segments"]]}
@@ -175,7 +176,8 @@ class Bench:
         bits = q["bits"]
         row = {"clip": src.name, "method": method, "scale": 2, "hr": m.hr, "frames": q["frames"], "duration": duration,
                "encode_seconds": wall, "seconds_per_second": wall / duration, "seconds": q["seconds"],
-               "bits": bits, "model_label_share_of_video": (bits["models"] + bits["labels"]) / bits["video"],
+               "bits": bits, "model_bits_uncoded": q.get("model_bits_before_entropy_coding"),
+               "model_label_share_of_video": (bits["models"] + bits["labels"]) / bits["video"],
                "psnr_y_lanczos": q["psnr_y_lanczos"], "psnr_y_sr": q["psnr_y_sr"]}
         self.data["long"].append(row)
         self.save()

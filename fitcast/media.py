@@ -283,7 +283,7 @@ def vmaf(distorted: str | Path, reference: str | Path, *, crop: tuple[int, int, 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "vmaf.json"
         graph = (f"[0:v]settb=1,setpts=N,format=yuv420p[d];[1:v]{ref_chain}settb=1,setpts=N,format=yuv420p[r];"
-                 f"[d][r]libvmaf=log_fmt=json:log_path={log.as_posix()}:n_threads={threads}")
+                 f"[d][r]libvmaf=log_fmt=json:log_path={log.as_posix()}:n_threads={threads}:shortest=1")
         run_ffmpeg(["-protocol_whitelist", "file", "-i", str(distorted), "-i", str(reference),
                     "-lavfi", graph, "-f", "null", "-"], timeout=timeout)
         pooled = json.loads(log.read_text())["pooled_metrics"]["vmaf"]

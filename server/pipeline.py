@@ -440,9 +440,9 @@ def encode(
             np.concatenate([np.full(sum(len(x) for x in per_group_lr[g]), g, np.uint8) for g in range(k)]),
         )
         weights = options.group_weights or default_group_weights(k)
-        # generic: nothing is trained; the samples only calibrate the int8 model
-        out = generic_weights(s) if options.method == "generic" else work / "model.pt"
-        specs.append(TrainSpec(samples=sample_path, out=out, iterations=iterations * k,
+        if options.method == "generic":  # nothing is trained; the samples only calibrate the int8 model
+            shutil.copyfile(generic_weights(s), work / "model.pt")
+        specs.append(TrainSpec(samples=sample_path, out=work / "model.pt", iterations=iterations * k,
                                seed=options.seed, group_weights=tuple(weights) if options.method == "jstdo" else None,
                                **common))
     del per_group_lr, per_group_res
@@ -562,7 +562,7 @@ def encode(
     used_models = sorted({m for r in routes_per_seg for m in r.values() if m != LANCZOS})
     with atomic_dir(layout.sr) as sr_tmp:
         model_entries = []
-        model_bytes = 0
+        model_bytes = uncoded_bytes = 0
         for mid in onnx_bytes:
             if mid not in used_models:
                 continue
@@ -572,6 +572,7 @@ def encode(
                 path, digest = put_content(sr_tmp / "models", blob, "onnx.xz")
                 if precision == ("int8" if options.int8 else "fp32"):
                     model_bytes += len(blob)  # what a default player downloads
+                    uncoded_bytes += len(onnx)
                 model_entries.append(
                     ModelEntry(
                         id=mid,
@@ -645,6 +646,7 @@ def encode(
         "ssim_y_lanczos": float(np.mean(frame_ssim["lanczos"])),
         "ssim_y_sr": float(np.mean(frame_ssim["sr"])),
         "bits": bits.model_dump(),
+        "model_bits_before_entropy_coding": uncoded_bytes * 8,
         "bitrate_kbps": {kk: v / duration / 1000 for kk, v in bits.model_dump().items()},
         "seconds": seconds,
         "scorer": SCORER,

@@ -34,3 +34,32 @@ def test_ssim():
     assert large < 0.5  # structure-free noise on a flat ramp
     with pytest.raises(ValueError):
         ssim_y(a, a[:32])
+
+
+def test_bd_rate_of_known_curves():
+    from bench.quality import bd_rate
+
+    rate = [500.0, 1000.0, 2000.0, 4000.0]
+    psnr = [34.0, 37.0, 40.0, 43.0]
+    assert bd_rate(rate, psnr, rate, psnr) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(rate, psnr, [r / 2 for r in rate], psnr) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(rate, psnr, [r * 1.2 for r in rate], psnr) == pytest.approx(20.0, abs=1e-6)
+    assert bd_rate(rate, psnr, rate, [p + 20 for p in psnr]) is None  # no common PSNR range
+    assert bd_rate(rate[:3], psnr[:3], rate, psnr) is None  # a cubic needs four points
+
+
+def test_vmaf_orders_a_clip_above_its_damaged_copy(leaf_piece, tmp_path):
+    """libvmaf through the bundled ffmpeg: a clip against itself scores near 100, its x2
+    downscale + lanczos upscale clearly lower."""
+    from fitcast.media import VideoWriter, downscale, iter_frames, upscale, vmaf
+
+    frames = list(iter_frames(leaf_piece, max_frames=8))
+    h, w = frames[0].shape[:2]
+    same, soft = tmp_path / "same.mp4", tmp_path / "soft.mp4"
+    with VideoWriter(same, w, h, 30, crf=0) as a, VideoWriter(soft, w, h, 30, crf=0) as b:
+        for f in frames:
+            a.write(f)
+            b.write(upscale(downscale(f, 4), 4, "lanczos"))
+    high, low = vmaf(same, leaf_piece), vmaf(soft, leaf_piece)
+    assert high > 95
+    assert 0 <= low < high - 10, (high, low)

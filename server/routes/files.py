@@ -50,7 +50,7 @@ def asset_file(request: Request, asset_id: str, area: Literal["hls", "sr", "repo
         raise NotFoundError(f"no file {area}/{path} in asset {asset_id}")
     immutable = area == "sr" and target.parent.name in ("models", "labels")
     stat = target.stat()
-    etag = f'"{target.stem}"' if immutable else f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    etag = f'"{target.name.split(".", 1)[0]}"' if immutable else f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
     headers = {
         "etag": etag,
         "cache-control": "public, max-age=31536000, immutable" if immutable else "no-cache",
