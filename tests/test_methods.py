@@ -1,6 +1,7 @@
 """The three methods of the papers: stdo (per group), jstdo (joint, data-aware sampling), dydca (dynamic branches)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,24 @@ def test_warm_start_from_the_generic_model_learns_faster(bear_piece, tmp_path):
         assert q["warm_start"] is warm
         gains[warm] = q["psnr_y_sr_fp32"] - q["psnr_y_lanczos"]
     assert gains[True] > gains[False] + 0.1, gains
+
+
+def test_generic_training_script_writes_loadable_weights_and_a_card(tmp_path):
+    """scripts/train_generic.py (what made sr_models/weights), on a tiny budget."""
+    import subprocess
+    import sys
+
+    from sr_models.generic import generic_arch
+
+    out = tmp_path / "weights"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_generic.py"
+    subprocess.run([sys.executable, str(script), "--scales", "2", "--iterations", "20",
+                    "--per-clip", "40", "--max-seconds", "0.5", "--out", str(out)], check=True, timeout=300,
+                   capture_output=True)
+    card = json.loads((out / "generic-x2.json").read_text())
+    assert card["arch"] == generic_arch(2) and card["iterations"] == 20
+    assert not {"leaf_720p_pyscenedetect.mp4", "goldeneye_1280x544_pyscenedetect.mp4", "bear_480p_cotracker.mp4",
+                "tos_800x332_mdn.webm"} & set(card["train_clips"])  # never the benchmark's clips
+    assert card["held_out_clip"] not in card["train_clips"]
+    net = build_model("espcn_r", scale=2, channels=32, body=2)
+    net.load_state_dict(torch.load(out / "generic-x2.pt", weights_only=True))
