@@ -276,7 +276,8 @@ def vmaf(distorted: str | Path, reference: str | Path, *, crop: tuple[int, int, 
          threads: int = 2, timeout: float = 1800.0) -> float:
     """Mean VMAF (libvmaf's default model) of ``distorted`` against ``reference`` cropped to
     (x, y, w, h), frame by frame in decode order (timestamps are ignored: variable frame rate
-    sources stay aligned); the distorted video should be lossless (e.g. x264 CRF 0)."""
+    sources stay aligned) up to the shorter input; the distorted video should be lossless
+    (e.g. x264 CRF 0)."""
     import tempfile
 
     ref_chain = f"crop={crop[2]}:{crop[3]}:{crop[0]}:{crop[1]}," if crop else ""
