@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from fitcast.machine import cpu_name, machine  # noqa: F401 - re-exported for the bench scripts
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
+
+
+def clip_piece(spec: str, work: Path, *, duration: float = 2.0) -> tuple[str, Path]:
+    """Cut the piece NAME[:START[:DURATION]] of a clip in ``MEDIA`` (or a path) nearly losslessly
+    (x264 CRF 8) into ``work``, once; return (label, piece).  The piece is the reference."""
+    from fitcast.media import cut
+
+    name, *rest = spec.split(":")
+    src = Path(name) if Path(name).is_file() else MEDIA / name
+    if not src.is_file():
+        raise SystemExit(f"no clip {name} (looked in {MEDIA})")
+    start = float(rest[0]) if rest else 0.0
+    duration = float(rest[1]) if len(rest) > 1 else duration
+    label = f"{src.stem.split('_')[0]}@{start:g}+{duration:g}"
+    piece = work / f"{label}.mp4"
+    if not piece.exists():
+        cut(src, piece, start=start, duration=duration, crf=8)
+    return label, piece
 
 
 def update_readme(readme: Path, table: str, *, block: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,11 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, publish  # noqa: E402
+from bench.common import MEDIA, machine, publish  # noqa: E402
 from fitcast.media import cut  # noqa: E402
 from server.launch import start_server  # noqa: E402
 
-MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 
 
 def upload(base: str, clip: Path) -> str:

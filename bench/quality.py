@@ -33,36 +33,22 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, update_readme  # noqa: E402
+from bench.common import MEDIA, clip_piece, machine, update_readme  # noqa: E402
 from client.fetch import Fetcher  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
-from fitcast.media import cut, iter_frames, probe, run_ffmpeg, vmaf  # noqa: E402
+from fitcast.media import iter_frames, probe, run_ffmpeg, vmaf  # noqa: E402
 from fitcast.metrics import psnr_y  # noqa: E402
 from fitcast.storage import atomic_write_text  # noqa: E402
 from server.pipeline import EncodeOptions, encode  # noqa: E402
 
-MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 X264_CRFS = (18, 23, 28, 33)
-
-
-def clip_piece(spec: str, work: Path) -> tuple[str, Path]:
-    name, *rest = spec.split(":")
-    src = Path(name) if Path(name).is_file() else MEDIA / name
-    if not src.is_file():
-        raise SystemExit(f"no clip {name} (looked in {MEDIA})")
-    start = float(rest[0]) if rest else 0.0
-    duration = float(rest[1]) if len(rest) > 1 else 2.0
-    label = f"{src.stem.split('_')[0]}@{start:g}+{duration:g}"
-    piece = work / f"{label}.mp4"
-    if not piece.exists():
-        cut(src, piece, start=start, duration=duration, crf=8)
-    return label, piece
 
 
 def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float | None:
@@ -100,27 +86,37 @@ class Bench:
     def has(self, table: str, **key) -> bool:
         return any(all(r.get(k) == v for k, v in key.items()) for r in self.data[table])
 
+    def add(self, table: str, row: dict, *, quiet: tuple[str, ...] = ()) -> None:
+        """Keep ``row`` (saved at once: an interrupted benchmark resumes after it) and print it."""
+        self.data[table].append(row)
+        self.save()
+        print(json.dumps({k: v for k, v in row.items() if k not in quiet}), flush=True)
+
+    @staticmethod
+    def encode(source: Path, asset: Path, options: EncodeOptions) -> tuple[Any, dict, float, dict]:
+        """Encode into a fresh ``asset``: (manifest, report, wall seconds, the common row fields)."""
+        shutil.rmtree(asset, ignore_errors=True)
+        t0 = time.perf_counter()
+        m = encode(source, asset, options, asset_id="bench")
+        wall = time.perf_counter() - t0
+        q = json.loads((asset / "report" / "quality.json").read_text())
+        row = {"frames": q["frames"], "duration": q["frames"] / m.fps, "hr": m.hr, "bits": q["bits"],
+               "model_bits_uncoded": q.get("model_bits_before_entropy_coding"), "encode_seconds": wall,
+               "seconds": q["seconds"], "psnr_y_lanczos": q["psnr_y_lanczos"], "psnr_y_sr": q["psnr_y_sr"]}
+        return m, q, wall, row
+
     def encode_run(self, label: str, piece: Path, scale: int, method: str, crf: int, *, measure_vmaf: bool) -> None:
         if self.has("runs", clip=label, scale=scale, method=method, crf=crf):
             return
         asset = self.work / f"{label}_x{scale}_{method}_crf{crf}".replace("@", "_").replace("+", "_")
-        shutil.rmtree(asset, ignore_errors=True)
-        t0 = time.perf_counter()
-        m = encode(piece, asset, EncodeOptions(scale=scale, method=method, k=self.k, crf=crf, preset=self.preset),
-                   asset_id="bench")
-        wall = time.perf_counter() - t0
-        q = json.loads((asset / "report" / "quality.json").read_text())
-        duration = q["frames"] / m.fps
-        bits = q["bits"]
-        run = {"clip": label, "scale": scale, "method": method, "crf": crf, "frames": q["frames"], "fps": m.fps,
-               "duration": duration, "hr": m.hr, "crop": list(m.crop),
-               "psnr_y_lanczos": q["psnr_y_lanczos"], "psnr_y_bicubic": q["psnr_y_bicubic"],
-               "psnr_y_sr": q["psnr_y_sr"], "psnr_y_sr_fp32": q["psnr_y_sr_fp32"],
+        m, q, _, common = self.encode(piece, asset, EncodeOptions(scale=scale, method=method, k=self.k, crf=crf,
+                                                                   preset=self.preset))
+        bits, duration = common["bits"], common["duration"]
+        run = {"clip": label, "scale": scale, "method": method, "crf": crf, "fps": m.fps, "crop": list(m.crop),
+               **common, "psnr_y_bicubic": q["psnr_y_bicubic"], "psnr_y_sr_fp32": q["psnr_y_sr_fp32"],
                "ssim_y_lanczos": q["ssim_y_lanczos"], "ssim_y_sr": q["ssim_y_sr"],
-               "bits": bits, "model_bits_uncoded": q.get("model_bits_before_entropy_coding"),
                "total_kbps": (bits["video"] + bits["models"] + bits["labels"]) / duration / 1000,
                "video_kbps": bits["video"] / duration / 1000,
-               "encode_seconds": wall, "seconds": q["seconds"],
                "segments": [{k: s[k] for k in ("index", "psnr_y_lanczos", "psnr_y_sr", "routes")} for s in q["segments"]]}
         if measure_vmaf:
             crop = tuple(m.crop)
@@ -129,9 +125,7 @@ class Bench:
                 play(str(asset), PlayOptions(out=lossless, out_crf=0, sr=sr), fetcher=Fetcher(self.work / "cache"))
                 run[key] = vmaf(lossless, piece, crop=crop)
                 lossless.unlink()
-        self.data["runs"].append(run)
-        self.save()
-        print(json.dumps({k: v for k, v in run.items() if k not in ("segments", "seconds")}), flush=True)
+        self.add("runs", run, quiet=("segments", "seconds"))
         shutil.rmtree(asset, ignore_errors=True)
 
     def x264_run(self, label: str, piece: Path, *, crf: int | None = None, kbps: float | None = None,
@@ -157,9 +151,7 @@ class Bench:
                "size": [info.width, info.height]}
         if for_run is not None:
             row["same_bits_as"] = {k: for_run[k] for k in ("scale", "method", "crf")}
-        self.data["x264"].append(row)
-        self.save()
-        print(json.dumps(row), flush=True)
+        self.add("x264", row)
         out.unlink()
 
     def long_run(self, spec: str, method: str) -> None:
@@ -167,21 +159,13 @@ class Bench:
         if self.has("long", clip=src.name, method=method):
             return
         asset = self.work / "long"
-        shutil.rmtree(asset, ignore_errors=True)
-        t0 = time.perf_counter()
-        m = encode(src, asset, EncodeOptions(scale=2, method=method, k=self.k, preset=self.preset), asset_id="long")
-        wall = time.perf_counter() - t0
-        q = json.loads((asset / "report" / "quality.json").read_text())
-        duration = q["frames"] / m.fps
-        bits = q["bits"]
-        row = {"clip": src.name, "method": method, "scale": 2, "hr": m.hr, "frames": q["frames"], "duration": duration,
-               "encode_seconds": wall, "seconds_per_second": wall / duration, "seconds": q["seconds"],
-               "bits": bits, "model_bits_uncoded": q.get("model_bits_before_entropy_coding"),
-               "model_label_share_of_video": (bits["models"] + bits["labels"]) / bits["video"],
-               "psnr_y_lanczos": q["psnr_y_lanczos"], "psnr_y_sr": q["psnr_y_sr"]}
-        self.data["long"].append(row)
-        self.save()
-        print(json.dumps({k: v for k, v in row.items() if k != "seconds"}), flush=True)
+        _, _, wall, common = self.encode(src, asset, EncodeOptions(scale=2, method=method, k=self.k,
+                                                                   preset=self.preset))
+        bits = common["bits"]
+        row = {"clip": src.name, "method": method, "scale": 2, **common,
+               "seconds_per_second": wall / common["duration"],
+               "model_label_share_of_video": (bits["models"] + bits["labels"]) / bits["video"]}
+        self.add("long", row, quiet=("seconds",))
         shutil.rmtree(asset, ignore_errors=True)
 
 
@@ -264,10 +248,25 @@ def plots(data: dict, out: Path, crf: int) -> None:
     keys = sorted({(r["clip"], r["scale"]) for r in data["runs"]}, key=lambda c: (c[1], c[0]))
     if not keys:
         return
-    cols = min(4, len(keys))
-    rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
-    for ax, (clip, scale) in zip(axes.flat, keys):
+    def panels(path: Path, height: float, xlabel: str, draw: Callable[[Any, str, int], bool]) -> None:
+        """One panel per (clip, scale), four to a row; ``draw`` fills one (False: it had nothing)."""
+        cols = min(4, len(keys))
+        rows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height * rows), squeeze=False)
+        for ax, (clip, scale) in zip(axes.flat, keys):
+            if not draw(ax, clip, scale):
+                continue
+            ax.set_title(f"{clip} x{scale}", fontsize=9)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("PSNR-Y (dB)")
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def rate_distortion(ax, clip: str, scale: int) -> bool:
         runs = [r for r in data["runs"] if r["clip"] == clip and r["scale"] == scale]
         for method in sorted({r["method"] for r in runs}):
             pts = sorted((r["total_kbps"], r["psnr_y_sr"]) for r in runs if r["method"] == method)
@@ -278,33 +277,19 @@ def plots(data: dict, out: Path, crf: int) -> None:
         if ladder:
             ax.plot(*zip(*ladder), "^:", color="black", label="full-res x264")
         ax.set_xscale("log")
-        ax.set_title(f"{clip} x{scale}", fontsize=9)
-        ax.set_xlabel("kbit/s (total)")
-        ax.set_ylabel("PSNR-Y (dB)")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "rd.png", dpi=100)
-    plt.close(fig)
+        return True
 
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
-    for ax, (clip, scale) in zip(axes.flat, keys):
+    def per_segment(ax, clip: str, scale: int) -> bool:
         runs = [r for r in data["runs"] if r["clip"] == clip and r["scale"] == scale and r["crf"] == crf]
         if not runs:
-            continue
+            return False
         ax.plot([s["psnr_y_lanczos"] for s in runs[0]["segments"]], "s--", color="gray", label="lanczos")
         for r in runs:
             ax.plot([s["psnr_y_sr"] for s in r["segments"]], "o-", label=r["method"])
-        ax.set_title(f"{clip} x{scale}", fontsize=9)
-        ax.set_xlabel("segment")
-        ax.set_ylabel("PSNR-Y (dB)")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "segments.png", dpi=100)
-    plt.close(fig)
+        return True
+
+    panels(out / "rd.png", 3.8, "kbit/s (total)", rate_distortion)
+    panels(out / "segments.png", 3.4, "segment", per_segment)
 
     methods = sorted({r["method"] for r in data["runs"]})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys)), 3.6))

@@ -34,8 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_name, machine  # noqa: E402
-from fitcast.media import cut  # noqa: E402
+from bench.common import clip_piece, cpu_name, machine  # noqa: E402
 from server.pipeline import PRESETS, EncodeOptions, _arch_for, clip_pairs  # noqa: E402
 from sr_models.archs import build_from_spec  # noqa: E402
 from sr_models.train import TrainSpec, held_out_gain, resolve_device, save_samples, train  # noqa: E402
@@ -49,16 +48,12 @@ VARIANTS = {
     "compile": {"compile": True},
     "warm": {"init": "generic"},
 }
-MEDIA = ROOT.parent / "shared" / "media"
 
 
 def _clip_samples(spec: str, scale: int, patch: int, overlap: int, out: Path, n: int) -> None:
     """Training pairs of a piece of a clip (NAME:START:DURATION), as an encode would cut them."""
-    name, start, duration = (spec.split(":") + ["0", "4"])[:3]
-    piece = out.with_suffix(".mp4")
-    cut(MEDIA / name if not Path(name).is_file() else Path(name), piece, start=float(start),
-        duration=float(duration), crf=8)
-    lr, res = clip_pairs(piece, scale, patch=patch, overlap=overlap, per_clip=n, max_seconds=float(duration),
+    _, piece = clip_piece(spec, out.parent, duration=4.0)
+    lr, res = clip_pairs(piece, scale, patch=patch, overlap=overlap, per_clip=n, max_seconds=None,
                          crf=23, rng=np.random.default_rng(0))
     save_samples(out, lr, res)
 

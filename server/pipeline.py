@@ -243,16 +243,16 @@ def patch_pairs(lr: np.ndarray, hr: np.ndarray, grid: Grid, s: int,
     return rows, cols, windows, residuals
 
 
-def clip_pairs(path: Path, scale: int, *, patch: int, overlap: int, per_clip: int, max_seconds: float,
+def clip_pairs(path: Path, scale: int, *, patch: int, overlap: int, per_clip: int, max_seconds: float | None,
                crf: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``per_clip`` random (LR window, HR residual) pairs of the first ``max_seconds`` of a
-    clip, from its LR encoded like an asset's (x264 at ``crf``) and decoded: training data
+    """Up to ``per_clip`` random (LR window, HR residual) pairs of the first ``max_seconds`` (None:
+    all) of a clip, from its LR encoded like an asset's (x264 at ``crf``) and decoded: training data
     outside an encode (the generic model, training benchmarks)."""
     info = probe(path)
     crop = center_crop(info.width, info.height, scale)
     lr_w, lr_h = crop[2] // scale, crop[3] // scale
     grid = Grid(lr_w, lr_h, patch, overlap)
-    max_frames = max(1, int(max_seconds * float(info.fps)))
+    max_frames = None if max_seconds is None else max(1, int(max_seconds * float(info.fps)))
     seg_frames = max(1, round(2 * float(info.fps)))
     with tempfile.TemporaryDirectory(prefix="fitcast-pairs-") as tmp:
         hls = Path(tmp)

@@ -9,7 +9,6 @@ x264-decoded LR like every fitcast model.  The weights ship as package data
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,3 @@ def generic_weights(scale: int) -> Path:
         raise FileNotFoundError(f"no generic model for x{scale} ships with fitcast (have: {', '.join(have) or 'none'})")
     return path
 
-
-def generic_card(scale: int) -> dict[str, Any]:
-    """How the generic model for ``scale`` was trained (clips, iterations, held-out gain)."""
-    return json.loads(generic_weights(scale).with_suffix(".json").read_text())

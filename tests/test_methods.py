@@ -97,14 +97,14 @@ def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path)
     q = json.loads((out / "report" / "quality.json").read_text())
     assert q["train"] == [] and q["arch"] == generic_arch(2)
     fp32 = next(e for e in m.models if e.precision == "fp32")
-    asset = Fetcher(cache_dir=tmp_path / "cache")
+    fetcher = Fetcher(cache_dir=tmp_path / "cache")
     from client.fetch import open_asset
 
-    net = from_onnx(fp32.arch, open_asset(str(out), asset).read_model(fp32))
+    net = from_onnx(fp32.arch, open_asset(str(out), fetcher).read_model(fp32))
     shipped = torch.load(generic_weights(2), weights_only=True)
     for name, value in net.state_dict().items():
         assert torch.equal(value, shipped[name]), name
-    r = play(str(out), PlayOptions(reference=bear_piece), fetcher=asset)
+    r = play(str(out), PlayOptions(reference=bear_piece), fetcher=fetcher)
     assert r["psnr_y_sr"] == pytest.approx(q["psnr_y_sr"], abs=0.02)
     assert r["psnr_y_sr"] >= r["psnr_y_lanczos"]
 
