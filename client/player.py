@@ -23,9 +23,10 @@ from client.fetch import Asset, Fetcher, open_asset
 from client.plan import RoutedUpscaler, routes_by_model
 from client.realtime import Clock, DegradePolicy
 from client.report import PlaybackStats
-from client.runtime import open_session, resolve_runtime
+from client.runtime import Session, open_session, precision_choice, runtime_choice, time_runtimes
 from client.viewer import Viewer
 from fitcast.errors import InvalidInputError
+from fitcast.machine import Choice
 from fitcast.manifest import LANCZOS, Manifest
 from fitcast.media import VideoWriter, has_audio, iter_frames, mux_audio, upscale
 from fitcast.metrics import psnr_y
@@ -119,6 +120,31 @@ class FrameFeed:
         self._thread.join(timeout=5)
 
 
+def open_sessions(asset: Asset, used: list[str], options: PlayOptions) -> tuple[dict[str, Session], Choice, Choice]:
+    """Sessions of the ``used`` models in the precision and runtime chosen for this machine
+    (as asked, or by capability and a cached measurement), each run once before timing."""
+    m = asset.manifest
+    shipped: dict[str, int | None] = {}
+    for e in m.models:
+        if e.id in used:
+            bits = (e.weight_bits or 8) if e.precision == "int8" else None
+            shipped[e.precision] = max(bits, shipped.get(e.precision) or 0) if bits else shipped.get(e.precision)
+    precision = precision_choice(options.precision, shipped) if used else Choice("none", "default", "no model runs")
+    if not used:
+        return {}, Choice("none", "default", "no model runs"), precision
+    window = m.patch.size + 2 * m.patch.overlap
+    models = {mid: asset.read_model(m.model(mid, precision.value)) for mid in used}
+    heaviest = max(used, key=lambda mid: m.model(mid, precision.value).macs_per_lr_px)
+    batch = m.patch.grid[0] * m.patch.grid[1]
+    runtime = runtime_choice(options.runtime, precision=precision.value,
+                             probe=lambda rts: time_runtimes(models[heaviest], window, batch, runtimes=rts))
+    sessions = {mid: open_session(data, runtime.value, threads=options.threads, window=window)
+                for mid, data in models.items()}
+    for session in sessions.values():  # first runs allocate and plan: keep them out of the timed frames
+        session.run(np.zeros((1, 3, window, window), np.float32))
+    return sessions, runtime, precision
+
+
 def play(
     location: str,
     options: PlayOptions = PlayOptions(),
@@ -134,24 +160,14 @@ def play(
         total_frames = min(total_frames, options.max_frames)
 
     used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)}) if options.sr else []
-    runtime = resolve_runtime(options.runtime)
-    window = m.patch.size + 2 * m.patch.overlap
-    sessions = {}
-    precisions: set[str] = set()
-    for mid in used:
-        entry = m.model(mid, options.precision)
-        precisions.add(entry.precision)
-        sessions[mid] = open_session(asset.read_model(entry), runtime, threads=options.threads,
-                                     window=window)
-    for session in sessions.values():  # first runs allocate and plan: keep them out of the timed frames
-        session.run(np.zeros((1, 3, window, window), np.float32))
+    sessions, runtime, precision = open_sessions(asset, used, options)
     upscaler = RoutedUpscaler.for_manifest(m, sessions)
 
     ref_iter: Iterator[np.ndarray] | None = None
     if options.reference is not None:
         ref_iter = iter_frames(options.reference, crop=tuple(m.crop))
 
-    stats = PlaybackStats(runtime=runtime if options.sr else "none", output_size=tuple(m.hr))
+    stats = PlaybackStats(runtime=runtime.value if used else "none", output_size=tuple(m.hr))
     init = asset.read(m.init_uri)
     with_audio = options.out is not None and has_audio(init)
     video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio else options.out
@@ -214,7 +230,8 @@ def play(
     if clock is not None and policy is not None:
         stats.dropped_frames = clock.dropped
     report = stats.to_dict()
-    report["precision"] = "+".join(sorted(precisions)) or "none"
+    report["precision"] = precision.value if used else "none"
+    report["choices"] = {"runtime": runtime.to_dict(), "precision": precision.to_dict()}
     if policy is not None:
         report["target_fps"] = options.target_fps
         report["degradations"] = policy.events

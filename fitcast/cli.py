@@ -110,6 +110,12 @@ def _build_parser() -> argparse.ArgumentParser:
     nas.add_argument("--no-compare", dest="compare", action="store_false",
                      help="skip training hand-designed ESPCN/FSRCNN-like networks of the same measured budget")
     nas.add_argument("-o", "--output", type=Path, default=Path("arch.json"))
+
+    doc = sub.add_parser("doctor", help="this machine, what fitcast detected, and what each command will use and why")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+    doc.add_argument("--no-measure", dest="measure", action="store_false",
+                     help="report cached measurements only (the first run measures training layout and "
+                          "runtime speed: a few seconds, then cached per machine)")
     return parser
 
 
@@ -276,7 +282,15 @@ def cmd_nas(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"encode": cmd_encode, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fitcast.doctor import diagnose, render
+
+    report = diagnose(measure=args.measure)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "encode": cmd_encode, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
             "profile-device": cmd_profile_device, "nas": cmd_nas}
 
 

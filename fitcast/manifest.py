@@ -56,6 +56,10 @@ class ModelEntry(_Model):
     # How the stored file is coded: "xz" (LZMA2 entropy coding of the ONNX bytes; ``bytes`` and
     # ``sha256`` are of the stored, compressed file) or "identity".
     encoding: Literal["identity", "xz"] = "identity"
+    # int8 models: bits of the quantised weights.  7 (what fitcast writes) is exact in every CPU's
+    # int8 kernels; an int8 model without the field has 8-bit weights, which saturate in x86
+    # kernels without VNNI (u8 x s8 pairs summed into 16 bits).
+    weight_bits: int | None = None
 
 
 # A shipped model is a few hundred kB at most; a file that inflates past this is refused.

@@ -144,7 +144,7 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
     import torch
 
     from client.runtime import OrtSession
-    from sr_models.export import from_onnx
+    from sr_models.export import INT8_WEIGHT_BITS, from_onnx, quantize_int8
 
     if batch < 1:
         raise InvalidInputError(f"batch must be at least 1, not {batch}")
@@ -177,6 +177,10 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
             int8_entry = next((e for e in m.models if e.id == entry.id and e.precision == "int8"), None)
             if "int8" in precisions and int8_entry is not None:
                 data = asset.read_model(int8_entry)
+                if (int8_entry.weight_bits or 8) > INT8_WEIGHT_BITS:
+                    # made before 7-bit weights: 8-bit weights saturate in int8 kernels without
+                    # int8 dot products, so the bundle gets the portable quantisation instead
+                    data = quantize_int8(fp32_onnx, x)
                 write(entry, "onnx", "int8", data, psnr01(OrtSession(data).run(x), ref))
         if "pte" in formats:
             for precision in precisions:

@@ -303,7 +303,7 @@ def encode(
     """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest."""
     # Heavy, server-only imports stay local so that importing this module is cheap.
     from sr_models.archs import build_from_spec
-    from sr_models.export import count_params, load_model, quantize_int8, to_onnx_bytes
+    from sr_models.export import INT8_WEIGHT_BITS, count_params, load_model, quantize_int8, to_onnx_bytes
     from sr_models.train import TrainSpec, save_samples, train
     from sr_models.generic import generic_weights
 
@@ -586,6 +586,7 @@ def encode(
                         precision=precision,
                         runtime_hint="onnxruntime",
                         group=model_group[mid],
+                        weight_bits=INT8_WEIGHT_BITS if precision == "int8" else None,
                     )
                 )
         segments, label_bytes = [], 0

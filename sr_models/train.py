@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,8 +44,9 @@ class TrainSpec:
     lr_min: float = 1e-5
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
-    bf16: bool = True  # bf16 autocast (measured faster on this AVX-512/bf16 CPU: bench/train_curve.py)
-    channels_last: bool = True  # NHWC activations (oneDNN's preferred layout for convolutions)
+    # bf16 autocast and NHWC activations; None: chosen for the machine (sr_models.tuning)
+    bf16: bool | None = None
+    channels_last: bool | None = None
     compile: bool = False  # torch.compile the network (needs a C++ compiler; measured, not the default)
     init: Path | None = None  # warm start from this state dict
     # "l1": L1 over RGB; "l1-y": L1 on BT.601 luma (what PSNR-Y measures) plus 0.25 x L1 over RGB
@@ -67,6 +67,8 @@ class TrainResult:
     loss_first: float
     loss_last: float
     curve: list[tuple[int, float]] = field(default_factory=list)
+    precision: str = "fp32"  # what it trained in: "bf16" (autocast) or "fp32"
+    layout: str = "nchw"  # "nhwc" or "nchw"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,8 +127,9 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
     if spec.init is not None:
         model.load_state_dict(torch.load(spec.init, map_location="cpu", weights_only=True))
     device = resolve_device(spec.device)
+    bf16, channels_last = resolve_precision(spec, device)
     lr_x, res_y, group = lr_x.to(device), res_y.to(device), group.to(device)
-    layout = torch.channels_last if spec.channels_last else torch.contiguous_format
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     lr_x = lr_x.contiguous(memory_format=layout)
     model = model.to(device=device, memory_format=layout).train()
     forward = torch.compile(model) if spec.compile else model
@@ -151,7 +154,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
             idx = torch.multinomial(probs, bs, replacement=True, generator=gen)
         idx = idx.to(device, non_blocking=True)
         x, y = lr_x[idx], res_y[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = forward(x, group[idx]) if routed else forward(x)
         out = out.float()[:, :, o : o + ps, o : o + ps]
         loss = _loss(out, y, spec.loss)
@@ -187,6 +190,8 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         loss_first=first,
         loss_last=last,
         curve=curve,
+        precision="bf16" if bf16 else "fp32",
+        layout="nhwc" if channels_last else "nchw",
     )
 
 
@@ -211,8 +216,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+def resolve_precision(spec: TrainSpec, device: torch.device) -> tuple[bool, bool]:
+    """(bf16, channels_last) of ``spec``, the machine's choice where it leaves them ``None``."""
+    if spec.bf16 is not None and spec.channels_last is not None:
+        return spec.bf16, spec.channels_last
+    from sr_models.tuning import train_defaults
+
+    chosen = train_defaults(str(device), bf16=spec.bf16, channels_last=spec.channels_last)
+    return bool(chosen.bf16.value), bool(chosen.channels_last.value)
 
 
 _Y_NP = _Y.view(3).double().numpy()  # the same BT.601 luma weights as the l1-y loss

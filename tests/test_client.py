@@ -72,15 +72,15 @@ def test_play_local_dir_reproduces_the_encode_report(leaf_asset, leaf_piece, tmp
     assert report["psnr_y_lanczos"] == pytest.approx(quality["psnr_y_lanczos"], abs=1e-6)
     assert report["fps_median"] > 0 and report["fps_p5"] <= report["fps_median"]
     assert report["dropped_frames"] == 0 and report["precision"] == "int8"
-    assert report["runtime"] == available_runtimes()[0]  # auto: the fastest installed
+    assert report["runtime"] == report["choices"]["runtime"]["value"] in available_runtimes()  # auto: by measurement
     assert json.loads((tmp_path / "r.json").read_text()) == report
     assert [s["index"] for s in report["segments"]] == [0, 1]
 
 
-def test_int8_costs_at_most_a_tenth_of_a_db(leaf_asset, leaf_piece, tmp_path):
+def test_int8_costs_at_most_five_hundredths_of_a_db(leaf_asset, leaf_piece, tmp_path):
     quality = json.loads((leaf_asset / "report" / "quality.json").read_text())
     assert quality["precision"] == "int8"
-    assert quality["psnr_y_sr_fp32"] - quality["psnr_y_sr"] <= 0.1
+    assert quality["psnr_y_sr_fp32"] - quality["psnr_y_sr"] <= 0.05
     m = open_asset(str(leaf_asset)).manifest
     for mid in {e.id for e in m.models}:
         assert m.model(mid, "int8").bytes < m.model(mid, "fp32").bytes

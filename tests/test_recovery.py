@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from helpers import asset_done, asset_progress, wait_while_progressing
 from server.launch import free_port, start_server
 
 ENV = {"FITCAST_TRAIN_ITERATIONS": "400", "FITCAST_POLL_SECONDS": "0.2", "FITCAST_JOB_LEASE_SECONDS": "3"}
@@ -30,13 +31,10 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
                        headers={"Content-Type": "video/mp4"}, timeout=60)
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            a = httpx.get(f"{base}/{asset_id}").json()
-            if a["progress"]["stage"] == "train":
-                break
-            assert a["status"] != "ready", "the job finished before it could be interrupted"
-            time.sleep(0.1)
+        a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(),
+                                   done=lambda a: a["progress"]["stage"] == "train" or asset_done(a),
+                                   progress=asset_progress, interval=0.1)
+        assert a["progress"]["stage"] == "train", f"the job finished before it could be interrupted: {a}"
         workers = _children(server.pid)
         server.send_signal(signal.SIGKILL)
         server.wait()
@@ -49,12 +47,8 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
                for w in workers)
     server = _start(root, port)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            a = httpx.get(f"{base}/{asset_id}").json()
-            if a["status"] in ("ready", "errored"):
-                break
-            time.sleep(0.3)
+        a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(), done=asset_done,
+                                   progress=asset_progress)
         assert a["status"] == "ready", a
         m = httpx.get(f"{base}/{asset_id}/sr/manifest.json").json()
         assert m["asset_id"] == asset_id

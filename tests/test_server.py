@@ -1,9 +1,9 @@
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from fitcast.config import Settings
+from helpers import asset_done, asset_progress, wait_while_progressing
 from fitcast.manifest import parse
 from server.app import create_app
 
@@ -25,14 +25,14 @@ def served(tmp_path_factory, leaf_piece):
         assert r.status_code == 202, r.text
         asset = r.json()
         assert asset["status"] == "queued" and r.headers["location"].endswith(asset["id"])
-        deadline = time.time() + 300
         seen = set()
-        while time.time() < deadline:
+
+        def poll() -> dict:
             a = client.get(f"/v1/assets/{asset['id']}").json()
             seen.add(a["progress"]["stage"])
-            if a["status"] in ("ready", "errored"):
-                break
-            time.sleep(0.3)
+            return a
+
+        a = wait_while_progressing(poll, done=asset_done, progress=asset_progress)
         assert a["status"] == "ready", a
         yield client, a, settings, seen
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from helpers import wait_while_progressing
 from server.launch import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,13 +53,13 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
             row.wait_for(timeout=10_000)
             # live progress: the row moves through the stages to ready
             seen = set()
-            deadline = time.time() + 300
-            while time.time() < deadline:
-                status = row.get_attribute("data-status")
-                seen.add(row.locator("td").nth(2).inner_text())
-                if status in ("ready", "errored"):
-                    break
-                time.sleep(0.3)
+
+            def poll() -> tuple[str | None, str]:
+                text = row.locator("td").nth(2).inner_text()
+                seen.add(text)
+                return row.get_attribute("data-status"), text
+
+            status, _ = wait_while_progressing(poll, done=lambda r: r[0] in ("ready", "errored"), progress=lambda r: r)
             assert status == "ready", row.inner_text()
             assert len(seen - {""}) >= 2, seen  # more than one stage was shown on the way
             row.locator("a.open").click()
