@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import MEDIA, clip_piece, machine, update_readme  # noqa: E402
-from client.fetch import Fetcher  # noqa: E402
+from fitcast.asset import Fetcher  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
 from fitcast.media import iter_frames, probe, run_ffmpeg, vmaf  # noqa: E402
 from fitcast.metrics import psnr_y  # noqa: E402

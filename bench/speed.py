@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, publish  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
-from client.runtime import available_runtimes  # noqa: E402
+from fitcast.runtime import available_runtimes  # noqa: E402
 from fitcast.manifest import Manifest  # noqa: E402
 
 

@@ -35,16 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import clip_piece, cpu_name, machine  # noqa: E402
-from server.pipeline import PRESETS, EncodeOptions, _arch_for, clip_pairs  # noqa: E402
-from sr_models.archs import build_from_spec  # noqa: E402
-from sr_models.train import TrainSpec, held_out_gain, resolve_device, save_samples, train  # noqa: E402
+from fitcast.options import METHODS, EncodeOptions  # noqa: E402
+from sr_models.recipes import PRESETS, RECIPES, receptive_radius  # noqa: E402
+from sr_models.samples import clip_pairs, save_samples  # noqa: E402
+from sr_models.train import TrainSpec, held_out_gain, resolve_device, train  # noqa: E402
 
-# Ways to train, as TrainSpec overrides ("bf16+nhwc" is what an encode uses).
+# Ways to train, as TrainSpec overrides ("machine" is what an encode uses: chosen for this CPU).
 VARIANTS = {
-    "bf16+nhwc": {},
+    "machine": {},
+    "bf16+nhwc": {"bf16": True, "channels_last": True},
     "fp32+nchw": {"bf16": False, "channels_last": False},
     "fp32+nhwc": {"bf16": False},
-    "bf16+nchw": {"channels_last": False},
+    "bf16+nchw": {"bf16": True, "channels_last": False},
     "compile": {"compile": True},
     "warm": {"init": "generic"},
 }
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("samples", type=Path, nargs="?", help="an encode's work/samples.npz (or use --clip)")
     ap.add_argument("--clip", default=None, help="NAME:START:DURATION in ../shared/media: sample this piece")
     ap.add_argument("--clip-samples", type=int, default=6000)
-    ap.add_argument("--variants", nargs="+", default=["bf16+nhwc"], choices=tuple(VARIANTS))
-    ap.add_argument("--method", default="dydca", choices=("stdo", "jstdo", "dydca"))
+    ap.add_argument("--variants", nargs="+", default=["machine"], choices=tuple(VARIANTS))
+    ap.add_argument("--method", default="dydca", choices=[m for m in METHODS if m != "generic"])
     ap.add_argument("--preset", default="balanced", choices=tuple(PRESETS))
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--k", type=int, default=2)
@@ -76,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_curve")
     args = ap.parse_args(argv)
 
-    options = EncodeOptions(method=args.method, scale=args.scale, k=args.k, preset=args.preset).validate()
-    preset = PRESETS[args.preset]
-    arch = _arch_for(options, preset)
-    overlap = build_from_spec(arch).receptive_radius
-    lr_rate = preset.dydca_lr if args.method == "dydca" else preset.lr
+    options = EncodeOptions.parse(method=args.method, scale=args.scale, k=args.k, preset=args.preset)
+    preset, recipe = PRESETS[args.preset], RECIPES[options.method]
+    arch = recipe.arch(options, preset)
+    overlap = receptive_radius(arch)
+    lr_rate = recipe.lr(preset)
 
     if args.clip:
         args.samples = Path(tempfile.mkdtemp(prefix="fitcast-curve-")) / "clip.npz"
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     cpu = time.process_time() - cpu0
                     gain = held_out_gain(out, arch, overlap, hold_path)
                     row = {"device": str(dev), "device_name": _device_name(dev), "batch_size": bs,
-                           "variant": variant, "iterations": iters, "seconds": r.seconds, "cpu_seconds": cpu,
+                           "variant": variant, "precision": r.precision, "layout": r.layout, "iterations": iters, "seconds": r.seconds, "cpu_seconds": cpu,
                            "it_per_s": r.it_per_s, "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain,
                            "db_per_cpu_minute": gain / (cpu / 60) if cpu > 0 else None, "loss_last": r.loss_last}
                     print(json.dumps(row), flush=True)

@@ -1,11 +1,9 @@
-"""Content-aware patch chunking (STDO): patch grid, difficulty scores, quantile groups.
+"""Content-aware patch chunking (STDO): difficulty scores, quantile groups, routes and the gate.
 
-Pure NumPy: the client uses :mod:`chunking.grid` to cut and stitch patches, so
-nothing here may import torch.
+Pure NumPy over the core's patch grid (:mod:`fitcast.grid`); nothing here may import torch.
 """
 
-from chunking.grid import Grid, load_labels, save_labels
 from chunking.groups import assign_groups
 from chunking.score import SCORERS, lanczos_psnr_y
 
-__all__ = ["Grid", "save_labels", "load_labels", "assign_groups", "SCORERS", "lanczos_psnr_y"]
+__all__ = ["assign_groups", "SCORERS", "lanczos_psnr_y"]

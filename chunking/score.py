@@ -11,39 +11,36 @@ from typing import Callable
 
 import numpy as np
 
-from chunking.grid import Grid
+from fitcast.grid import Grid
 from fitcast.media import upscale
-from fitcast.metrics import PSNR_CAP, rgb_to_y
+from fitcast.metrics import psnr_from_mse, y_error
 
 
-def patch_sse_y(pred: np.ndarray, hr: np.ndarray, grid: Grid, scale: int) -> np.ndarray:
-    """Per-patch sum of squared Y errors ``float64[gh, gw]`` of two HR frames."""
-    d = rgb_to_y(pred) - rgb_to_y(hr)
-    d2 = (d * d)[..., None]
-    blocks = grid.hr_blocks(d2, scale)[..., 0] * grid.valid_mask(scale)
-    return blocks.sum(axis=(2, 3), dtype=np.float64)
+def patch_sse_y(pred: np.ndarray, hr: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per-patch sum of squared Y errors ``float64[gh, gw]`` of two HR frames (pixels outside
+    the frame count nothing)."""
+    d = y_error(pred, hr)
+    d2 = d * d
+    ps = grid.hr_patch
+    full = np.zeros((grid.gh * ps, grid.gw * ps), np.float32)
+    full[: d2.shape[0], : d2.shape[1]] = d2
+    return full.reshape(grid.gh, ps, grid.gw, ps).sum(axis=(1, 3), dtype=np.float64)
 
 
-def patch_pixels(grid: Grid, scale: int) -> np.ndarray:
+def patch_pixels(grid: Grid) -> np.ndarray:
     """Number of in-frame HR pixels of each patch ``[gh, gw]``."""
-    return grid.valid_mask(scale).sum(axis=(2, 3))
+    return grid.valid_mask().sum(axis=(2, 3))
 
 
-def sse_to_psnr(sse: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    mse = sse / np.maximum(pixels, 1)
-    with np.errstate(divide="ignore"):
-        psnr = 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
-    return np.minimum(psnr, PSNR_CAP).astype(np.float32)
-
-
-def lanczos_psnr_y(lr: np.ndarray, hr: np.ndarray, grid: Grid, scale: int, base: np.ndarray | None = None) -> np.ndarray:
+def lanczos_psnr_y(lr: np.ndarray, hr: np.ndarray, grid: Grid, base: np.ndarray | None = None) -> np.ndarray:
     """PSNR-Y of the lanczos upscale per patch, ``float32[gh, gw]``.
 
     ``base`` may pass a precomputed lanczos upscale of ``lr``.
     """
     if base is None:
-        base = upscale(lr, scale, "lanczos")
-    return sse_to_psnr(patch_sse_y(base, hr, grid, scale), patch_pixels(grid, scale))
+        base = upscale(lr, grid.scale, "lanczos")
+    sse = patch_sse_y(base, hr, grid)
+    return psnr_from_mse(sse / np.maximum(patch_pixels(grid), 1)).astype(np.float32)
 
 
 Scorer = Callable[..., np.ndarray]

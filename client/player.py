@@ -18,18 +18,18 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from chunking.grid import load_labels
-from client.fetch import Asset, Fetcher, open_asset
-from client.plan import RoutedUpscaler, routes_by_model
 from client.realtime import Clock, DegradePolicy
 from client.report import PlaybackStats
-from client.runtime import Session, open_session, precision_choice, runtime_choice, time_runtimes
 from client.viewer import Viewer
+from fitcast.asset import Asset, Fetcher, open_asset
 from fitcast.errors import InvalidInputError
+from fitcast.grid import load_labels
 from fitcast.machine import Choice
 from fitcast.manifest import LANCZOS, Manifest
 from fitcast.media import VideoWriter, has_audio, iter_frames, mux_audio, upscale
 from fitcast.metrics import psnr_y
+from fitcast.runtime import Session, open_session, precision_choice, runtime_choice, time_runtimes
+from fitcast.upscale import RoutedUpscaler, routes_by_model
 
 
 @dataclass(frozen=True)
@@ -124,18 +124,19 @@ def open_sessions(asset: Asset, used: list[str], options: PlayOptions) -> tuple[
     """Sessions of the ``used`` models in the precision and runtime chosen for this machine
     (as asked, or by capability and a cached measurement), each run once before timing."""
     m = asset.manifest
-    shipped: dict[str, int | None] = {}
+    shipped: dict[str, int | None] = {}  # precision -> the widest int8 weights of the used models
     for e in m.models:
         if e.id in used:
             bits = (e.weight_bits or 8) if e.precision == "int8" else None
-            shipped[e.precision] = max(bits, shipped.get(e.precision) or 0) if bits else shipped.get(e.precision)
+            shipped[e.precision] = max(bits or 0, shipped.get(e.precision) or 0) or None
     precision = precision_choice(options.precision, shipped) if used else Choice("none", "default", "no model runs")
     if not used:
         return {}, Choice("none", "default", "no model runs"), precision
-    window = m.patch.size + 2 * m.patch.overlap
+    grid = m.grid()
+    window = grid.window
     models = {mid: asset.read_model(m.model(mid, precision.value)) for mid in used}
     heaviest = max(used, key=lambda mid: m.model(mid, precision.value).macs_per_lr_px)
-    batch = m.patch.grid[0] * m.patch.grid[1]
+    batch = grid.patches
     runtime = runtime_choice(options.runtime, precision=precision.value,
                              probe=lambda rts: time_runtimes(models[heaviest], window, batch, runtimes=rts))
     sessions = {mid: open_session(data, runtime.value, threads=options.threads, window=window)

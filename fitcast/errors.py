@@ -102,3 +102,25 @@ class ConflictError(FitcastError, RuntimeError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+PROBLEM_BASE = "https://fitcast.dev/problems/"
+
+
+def problem_body(status: int, title: str, detail: str | None = None, *, slug: str | None = None,
+                 instance: str | None = None, **extra: object) -> dict:
+    """An RFC 9457 problem details object (the body of every HTTP error and of a job's error)."""
+    body: dict = {"type": PROBLEM_BASE + slug if slug else "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def problem_of(exc: BaseException, *, title: str = "Internal error") -> dict:
+    """The problem details of an exception: a fitcast error as itself, anything else as a 500."""
+    if isinstance(exc, FitcastError):
+        return problem_body(exc.status, exc.title, str(exc), slug=exc.slug)
+    return problem_body(500, title, f"{type(exc).__name__}: {exc}")

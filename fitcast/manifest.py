@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fitcast.errors import ManifestError, UnsupportedFormatError
+from fitcast.grid import Grid
 
 FORMAT = "fitcast/1"
 SUPPORTED_MAJOR = 1
@@ -158,6 +159,10 @@ class Manifest(_Model):
                 if entry.precision == want:
                     return entry
         raise ManifestError(f"model {model_id!r} is not shipped in {precision}")
+
+    def grid(self) -> Grid:
+        """The asset's patch grid (LR size, patch, halo and scale)."""
+        return Grid(self.lr[0], self.lr[1], self.patch.size, self.patch.overlap, self.scale)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -379,10 +379,6 @@ class HlsEncoder:
             self._fail()
         self.frames_written += 1
 
-    def write_all(self, frames: Iterable[np.ndarray]) -> None:
-        for frame in frames:
-            self.write(frame)
-
     def _fail(self) -> None:
         assert self._proc is not None
         _kill_group(self._proc)

@@ -1,37 +1,48 @@
-"""Quality metrics, one implementation for server, client and benchmarks.
+"""Quality metrics, one implementation for server, client, nas, mobile and benchmarks (DESIGN §6).
 
 PSNR-Y follows the SR papers: Y of BT.601 ``rgb2ycbcr`` computed from 8-bit RGB
 (Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255), full frame, no border shave,
-per frame capped at 100 dB, then the mean over frames.
+per frame capped at 100 dB, then the mean over frames.  Every PSNR in fitcast is
+:func:`psnr_from_mse` of some mean squared error.
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 PSNR_CAP = 100.0
-_Y_COEF = np.array([65.481, 128.553, 24.966], dtype=np.float32) / 255.0
+# BT.601 luma weights of 8-bit RGB (Y = 16 + RGB . Y_WEIGHTS); also the l1-y training loss's.
+Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float32) / 255.0
+_Y_ROW = Y_WEIGHTS.reshape(1, 3)
+
+
+def psnr_from_mse(mse, peak: float = 255.0):
+    """PSNR (dB) of a mean squared error, capped at :data:`PSNR_CAP` (so a perfect match is 100).
+
+    Works on a float (returns a float) and elementwise on an array."""
+    arr = np.asarray(mse, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        psnr = np.where(arr > 0, 10.0 * np.log10(peak * peak / np.maximum(arr, 1e-300)), PSNR_CAP)
+    psnr = np.minimum(psnr, PSNR_CAP)
+    return float(psnr) if psnr.ndim == 0 else psnr
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma (16..235 range, float32) of 8-bit RGB ``[..., 3]``."""
-    return rgb.astype(np.float32) @ _Y_COEF + 16.0
+    return rgb.astype(np.float32) @ Y_WEIGHTS + 16.0
 
 
-def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
-    if mse <= 0:
-        return PSNR_CAP
-    return min(PSNR_CAP, 10.0 * math.log10(peak * peak / mse))
+def y_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Y(a) - Y(b), float32 ``[h, w]``, of two 8-bit RGB frames (luma is linear in RGB, so the
+    difference is taken first, exactly, then weighted)."""
+    _same_shape(a, b)
+    return cv2.transform(cv2.subtract(a, b, dtype=cv2.CV_32F), _Y_ROW)
 
 
 def mse_y(a: np.ndarray, b: np.ndarray) -> float:
-    _same_shape(a, b)
-    d = rgb_to_y(a) - rgb_to_y(b)
-    return float(np.mean(d * d, dtype=np.float64))
+    d = y_error(a, b)
+    return float(cv2.norm(d, cv2.NORM_L2SQR)) / d.size
 
 
 def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
@@ -45,46 +56,33 @@ def psnr_rgb(a: np.ndarray, b: np.ndarray, shave: int = 0) -> float:
     if shave:
         a = a[shave:-shave, shave:-shave]
         b = b[shave:-shave, shave:-shave]
-    d = a.astype(np.float32) - b.astype(np.float32)
-    return psnr_from_mse(float(np.mean(d * d, dtype=np.float64)))
+    d = cv2.subtract(a, b, dtype=cv2.CV_32F)
+    return psnr_from_mse(float(cv2.norm(d, cv2.NORM_L2SQR)) / d.size)
 
 
 def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM on Y (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, K1=.01, K2=.03)."""
+    """SSIM on Y (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, K1=.01, K2=.03).
+
+    float32, with the luma centred on 128 before the second moments (variances do not move
+    with the centre, and the squares stay small enough for float32)."""
     _same_shape(a, b)
-    x = rgb_to_y(a).astype(np.float64)
-    y = rgb_to_y(b).astype(np.float64)
+    x = cv2.transform(a.astype(np.float32), _Y_ROW) - 112.0  # Y - 128
+    y = cv2.transform(b.astype(np.float32), _Y_ROW) - 112.0
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
     def blur(img: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(img, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
 
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    num = (2 * mx * my + c1) * (2 * sxy + c2)
-    den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-    return float(np.mean(num / den))
+    mxc, myc = blur(x), blur(y)
+    sxx = blur(cv2.multiply(x, x)) - cv2.multiply(mxc, mxc)
+    syy = blur(cv2.multiply(y, y)) - cv2.multiply(myc, myc)
+    sxy = blur(cv2.multiply(x, y)) - cv2.multiply(mxc, myc)
+    mx, my = mxc + 128.0, myc + 128.0
+    num = cv2.multiply(2.0 * cv2.multiply(mx, my) + c1, 2.0 * sxy + c2)
+    den = cv2.multiply(cv2.multiply(mx, mx) + cv2.multiply(my, my) + c1, sxx + syy + c2)
+    return float(cv2.mean(cv2.divide(num, den))[0])
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape != b.shape:
         raise ValueError(f"frames differ in shape: {a.shape} vs {b.shape}")
-
-
-@dataclass
-class Mean:
-    """Running mean of per-frame values (PSNR is averaged per frame, not per pixel)."""
-
-    values: list[float] = field(default_factory=list)
-
-    def add(self, value: float) -> None:
-        self.values.append(float(value))
-
-    @property
-    def value(self) -> float | None:
-        return float(np.mean(self.values)) if self.values else None
-
-    def __len__(self) -> int:
-        return len(self.values)

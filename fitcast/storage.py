@@ -109,18 +109,6 @@ class AssetLayout:
         return self.root / "sr"
 
     @property
-    def models(self) -> Path:
-        return self.sr / "models"
-
-    @property
-    def labels(self) -> Path:
-        return self.sr / "labels"
-
-    @property
-    def manifest(self) -> Path:
-        return self.sr / "manifest.json"
-
-    @property
     def report(self) -> Path:
         return self.root / "report"
 
@@ -129,10 +117,6 @@ class AssetLayout:
         """Scratch space of the encode (removed when it finishes)."""
         return self.root / "work"
 
-    def source(self) -> Path:
-        for p in sorted(self.root.glob("source.*")):
-            return p
-        raise NotFoundError(f"asset {self.root.name} has no source file")
 
 
 def resolve_inside(root: str | Path, relative: str) -> Path:

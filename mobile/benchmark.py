@@ -30,7 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-PROFILE_FORMAT = "fitcast-device-profile/1"
+from fitcast.profile import PROFILE_FORMAT
+
 REMOTE_DIR = "/data/local/tmp/fitcast"
 
 
@@ -87,7 +88,7 @@ def host_entries(bundle: Path, *, runs: int = 30, warmup: int = 3, threads: int 
     for f in info["files"]:
         path = bundle / f["file"]
         if f["format"] == "onnx":
-            from client.runtime import OrtSession
+            from fitcast.runtime import OrtSession
 
             session = OrtSession(path, threads=threads)
             run, runtime = (lambda s=session: s.run(x)), "onnxruntime"

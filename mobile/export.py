@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from chunking.grid import Grid, load_labels
-from client.fetch import open_asset
-from client.plan import windows_to_input
+from fitcast.grid import load_labels
+from fitcast.asset import open_asset
+from fitcast.upscale import windows_to_input
 from fitcast.errors import InvalidInputError
 from fitcast.manifest import Manifest, ModelEntry
 from fitcast.media import decode_segment
+from fitcast.metrics import psnr_from_mse
 
 BUNDLE_FORMAT = "fitcast-phone-bundle/1"
 PARITY_DB = {"fp32": 50.0, "int8": 40.0}
@@ -67,13 +68,12 @@ class ExportReport:
 
 def psnr01(out: np.ndarray, ref: np.ndarray) -> float:
     """PSNR of ``out`` against ``ref`` with a peak of 1 (residuals of images in [0, 1])."""
-    mse = float(np.mean((out.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else min(100.0, 10 * np.log10(1.0 / mse))
+    return psnr_from_mse(float(np.mean((out.astype(np.float64) - ref.astype(np.float64)) ** 2)), peak=1.0)
 
 
 def calibration_windows(asset, m: Manifest, *, group: int | None, limit: int = 256, seed: int = 0) -> np.ndarray:
     """float32 NCHW windows of the asset's decoded LR (those labelled ``group`` when given)."""
-    grid = Grid(m.lr[0], m.lr[1], m.patch.size, m.patch.overlap)
+    grid = m.grid()
     init = asset.read(m.init_uri)
     picked: list[np.ndarray] = []
     for seg in m.segments:
@@ -143,7 +143,7 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
     """Write the phone bundle of the asset at ``location`` into ``out_dir``; return the report."""
     import torch
 
-    from client.runtime import OrtSession
+    from fitcast.runtime import OrtSession
     from sr_models.export import INT8_WEIGHT_BITS, from_onnx, quantize_int8
 
     if batch < 1:
@@ -153,7 +153,7 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
         raise InvalidInputError(f"unknown format or precision: {', '.join(sorted(bad))}")
     asset = open_asset(location)
     m = asset.manifest
-    window = m.patch.size + 2 * m.patch.overlap
+    window = m.grid().window
     models_dir = out_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     files: list[ExportedFile] = []

@@ -9,8 +9,8 @@ fit of those times on four features of a network ``widths``:
 - the number of convolutions (each a kernel launch and a pass over memory),
 - the sum of the hidden widths (the activations written and read).
 
-Fitted on measured times, not FLOPs alone: on this CPU's int8 kernels the
-per-layer and memory terms matter as much as the compute.  ``holdout_mape``
+Fitted on measured times, not FLOPs alone: on the int8 CPU kernels measured so
+far (README) the per-layer and memory terms matter as much as the compute.  ``holdout_mape``
 reports its error on deeper networks the fit did not see.
 """
 
@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from sr_models.archs.espcn import conv_macs_per_lr_px
+
 FEATURES = ("one", "kmacs_per_lr_px", "convs", "sum_widths")
 
 
 def features(widths: list[int], scale: int) -> np.ndarray:
-    chans = [3, *widths, 3 * scale * scale]
-    macs = 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
+    macs = conv_macs_per_lr_px(widths, scale)
     return np.array([1.0, macs / 1000.0, len(widths) + 1.0, float(sum(widths))])
 
 

@@ -20,16 +20,15 @@ writes too) with ``target``, ``layers``, ``networks`` and ``overhead_ms``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-PROFILE_FORMAT = "fitcast-device-profile/1"
+from fitcast.profile import PROFILE_FORMAT
+
 WIDTHS = (8, 16, 24, 32, 48)
 MAX_DEPTH = 3  # hidden convs after the first
 
@@ -76,7 +75,7 @@ def _timer(run: Callable[[], Any], *, runs: int, warmup: int = 2, statistic: str
 
 
 def _session_for(net, x: np.ndarray, runtime: str, precision: str, window: int):
-    from client.runtime import open_session
+    from fitcast.runtime import open_session
     from sr_models.export import quantize_int8, to_onnx_bytes
 
     data = to_onnx_bytes(net, sample_hw=(window, window), in_channels=x.shape[1])
@@ -103,12 +102,12 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
 
     The lanczos base is computed by the player's decode thread, beside the models, so it is
     given here precomputed, as the player gives it."""
-    from chunking.grid import Grid
-    from client.plan import RoutedUpscaler
+    from fitcast.grid import Grid
+    from fitcast.upscale import RoutedUpscaler
     from fitcast.media import upscale
 
     lw, lh = target.lr
-    grid = Grid(lw, lh, target.patch, target.halo)
+    grid = Grid(lw, lh, target.patch, target.halo, target.scale)
     ps = target.patch * target.scale
 
     class _Free:  # a model that costs nothing: returns a zero residual of the right shape
@@ -119,7 +118,7 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
                 self._out = out = np.zeros((x.shape[0], 3, o, o), np.float32)
             return out
 
-    up = RoutedUpscaler(grid, target.scale, {"m": _Free()})
+    up = RoutedUpscaler(grid, {"m": _Free()})
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 255, (lh, lw, 3), dtype=np.uint8)
     labels = np.zeros((grid.gh, grid.gw), np.uint8)
@@ -131,7 +130,7 @@ def profile_device(target: Target, *, runtime: str = "auto", precision: str = "i
                    widths: tuple[int, ...] = WIDTHS, networks: int = 10, seed: int = 0, statistic: str = "min",
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the candidate layers, a sample of whole networks and the frame overhead."""
-    from client.runtime import resolve_runtime
+    from fitcast.runtime import resolve_runtime
     from fitcast.machine import machine
 
     runtime = resolve_runtime(runtime)
@@ -161,18 +160,3 @@ def profile_device(target: Target, *, runtime: str = "auto", precision: str = "i
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target.to_dict(),
             "overhead_ms": round(frame_overhead_ms(target, runs), 4), "layers": layers, "networks": nets,
             "entries": []}
-
-
-def load_profile(path: Path) -> dict[str, Any]:
-    from fitcast.errors import InvalidInputError
-
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"{path}: not a readable device profile ({exc})") from None
-    if doc.get("format") != PROFILE_FORMAT:
-        raise InvalidInputError(f"{path}: format {doc.get('format')!r}, expected {PROFILE_FORMAT}")
-    if not doc.get("layers"):
-        raise InvalidInputError(f"{path}: has no layer table (profile it with `fitcast profile-device` "
-                                "without a bundle)")
-    return doc

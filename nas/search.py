@@ -28,6 +28,7 @@ import numpy as np
 from fitcast.errors import InvalidInputError
 from nas.predictor import LatencyModel, mean_holdout_mape
 from nas.profile import MAX_DEPTH
+from sr_models.archs.espcn import conv_macs_per_lr_px
 
 ARCH_FORMAT = "fitcast-arch/1"
 
@@ -36,11 +37,6 @@ def space(widths: tuple[int, ...], max_depth: int = MAX_DEPTH) -> Iterator[list[
     for depth in range(max_depth + 1):
         for combo in itertools.product(widths, repeat=depth + 1):
             yield list(combo)
-
-
-def macs_per_lr_px(widths: list[int], scale: int) -> int:
-    chans = [3, *widths, 3 * scale * scale]
-    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
 
 
 @dataclass
@@ -78,7 +74,7 @@ def clip_samples(clip: Path, out: Path, *, scale: int, patch: int, halo: int, fr
                  seed: int) -> Path:
     """(LR window, HR - lanczos) training pairs cut from ``frames`` of the clip (pristine LR)."""
     from fitcast.media import center_crop, downscale, iter_frames, probe, upscale
-    from sr_models.train import save_samples
+    from sr_models.samples import save_samples
 
     info = probe(clip)
     crop = center_crop(info.width, info.height, scale)
@@ -157,8 +153,8 @@ def search(profile: dict[str, Any], clip: Path, *, target_fps: float, proxy_iter
     mape = mean_holdout_mape(profile) if len(profile["networks"]) >= 4 else float("nan")
     overhead = float(profile["overhead_ms"])
     # The profile's times are the best of several runs; a player meets typical ones, and shares
-    # the cores with decoding: plan ``headroom`` below the frame interval.  25 % is what this
-    # 2-core machine needed: networks predicted at 36 fps played at 26.5-29 fps.
+    # the cores with decoding: plan ``headroom`` below the frame interval (25 % by default: on a
+    # 2-core EPYC, networks predicted at 36 fps played at 26.5-29 fps; README, the search).
     budget = 1000.0 / target_fps * (1.0 - headroom)
     if overhead >= budget:
         raise InvalidInputError(f"{target_fps:g} fps leaves {budget:.1f} ms a frame (with {headroom:.0%} headroom), "
@@ -167,7 +163,7 @@ def search(profile: dict[str, Any], clip: Path, *, target_fps: float, proxy_iter
     scored, fitting = [], []
     for w in space(widths):
         ms = model.predict(w)
-        c = Candidate(w, macs_per_lr_px(w, scale), round(ms, 3), round(1000.0 / (overhead + ms), 2))
+        c = Candidate(w, conv_macs_per_lr_px(w, scale), round(ms, 3), round(1000.0 / (overhead + ms), 2))
         scored.append(c)
         if ms + overhead <= budget:  # the unrounded prediction decides
             fitting.append(c)

@@ -26,12 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fitcast.machine import cpu_name  # noqa: E402
+from fitcast.machine import machine  # noqa: E402
+from fitcast.options import EncodeOptions  # noqa: E402
 from fitcast.storage import atomic_write_text  # noqa: E402
-from server.pipeline import PRESETS, clip_pairs  # noqa: E402
-from sr_models.archs import build_from_spec  # noqa: E402
-from sr_models.generic import WEIGHTS, generic_arch  # noqa: E402
-from sr_models.train import TrainSpec, held_out_gain, save_samples, train  # noqa: E402
+from sr_models.generic import WEIGHTS  # noqa: E402
+from sr_models.recipes import PRESETS, RECIPES, receptive_radius  # noqa: E402
+from sr_models.samples import clip_pairs, save_samples  # noqa: E402
+from sr_models.train import TrainSpec, held_out_gain, train  # noqa: E402
 
 MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 # Everything but the benchmark's clips (leaf, goldeneye, bear, tos).
@@ -53,8 +54,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     preset = PRESETS["balanced"]
     for scale in args.scales:
-        arch = generic_arch(scale)
-        overlap = build_from_spec(arch).receptive_radius
+        # the network the balanced preset trains for stdo/jstdo (what warm starts begin from)
+        arch = RECIPES["jstdo"].arch(EncodeOptions(method="jstdo", scale=scale, warm_start=False), preset)
+        overlap = receptive_radius(arch)
         per_clip = args.per_clip if scale == 2 else args.per_clip // 2
         rng = np.random.default_rng(scale)
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +92,7 @@ def main() -> int:
                     "train_clips": counts, "held_out_clip": HELD_OUT, "held_out_gain_db": round(gain, 3),
                     "iterations": result.iterations, "batch_size": preset.batch_size,
                     "train_seconds": round(result.seconds, 1), "prepare_seconds": round(prep, 1),
-                    "machine": cpu_name(), "bytes": out.stat().st_size}
+                    "machine": machine(), "bytes": out.stat().st_size}
             atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
             print(json.dumps(card), flush=True)
     return 0

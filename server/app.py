@@ -14,7 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from fitcast import __version__
 from fitcast.config import Settings
 from server import problems
-from server.jobs import Dispatcher, JobStore
+from server.jobs import JobStore
+from server.worker import Dispatcher
 from server.routes import assets, compare, files
 
 STATIC = Path(__file__).with_name("static")

@@ -1,4 +1,4 @@
-"""The job table (SQLite, WAL) and the dispatcher that runs encodes.
+"""The job table (SQLite, WAL): one row per asset, with leases.
 
 One row per asset.  A job is ``queued`` until a dispatcher claims it
 (``processing``, with a *lease*: an owner and an expiry time), then ``ready`` or
@@ -9,25 +9,22 @@ the same database, up to ``MAX_ATTEMPTS`` claims; then it fails with a reason.
 Every stage of the pipeline publishes by atomic rename and a rerun first clears
 what the interrupted run left unpublished, so no half-written file is served.
 
-Encodes run in spawned subprocesses (``server.worker``), so a crash in native
-code or a kill never takes the HTTP server down.
+The dispatcher that claims jobs and the worker processes that run them live in
+``server.worker``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import sqlite3
-import os
-import socket
-import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from fitcast.errors import problem_body
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,6 @@ CREATE TABLE IF NOT EXISTS assets (
 MIGRATIONS = {"lease_owner": "ALTER TABLE assets ADD COLUMN lease_owner TEXT",
               "lease_expires": "ALTER TABLE assets ADD COLUMN lease_expires REAL"}
 
-STATUSES = ("queued", "processing", "ready", "errored")
 MAX_ATTEMPTS = 3
 
 
@@ -181,8 +177,8 @@ class JobStore:
                     con.execute("COMMIT")
                     return None
                 if row["status"] == "processing" and row["attempts"] >= MAX_ATTEMPTS:
-                    err = {"type": "about:blank", "title": "Encode failed", "status": 500,
-                           "detail": f"interrupted {row['attempts']} times (its worker or server died each time)"}
+                    err = problem_body(500, "Encode failed",
+                                       f"interrupted {row['attempts']} times (its worker or server died each time)")
                     con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
                                 "updated=? WHERE id=?", (json.dumps(err), now, row["id"]))
                     con.execute("COMMIT")
@@ -211,70 +207,3 @@ class JobStore:
         with self._connect() as con:
             con.execute("UPDATE assets SET status='queued', stage='queued', lease_owner=NULL, lease_expires=NULL, "
                         "updated=? WHERE id=? AND status='processing' AND lease_owner=?", (time.time(), asset_id, owner))
-
-
-class Dispatcher:
-    """Claims queued jobs and runs each in a spawned worker process."""
-
-    def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5,
-                 lease_seconds: float = 30.0) -> None:
-        self.store = store
-        self.settings_json = settings_json
-        self.workers = workers
-        self.poll = poll
-        self.lease_seconds = lease_seconds
-        # Unique per dispatcher: a restarted server is a new owner and waits for the old leases to lapse.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._procs: set[multiprocessing.process.BaseProcess] = set()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        for i in range(self.workers):
-            t = threading.Thread(target=self._loop, name=f"fitcast-dispatch-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with self._lock:
-            procs = list(self._procs)
-        for p in procs:
-            p.terminate()
-        for t in self._threads:
-            t.join(timeout)
-
-    def _loop(self) -> None:
-        from server.worker import run_job
-
-        ctx = multiprocessing.get_context("spawn")
-        while not self._stop.is_set():
-            job = self.store.claim_next(self.owner, self.lease_seconds)
-            if job is None:
-                self._stop.wait(self.poll)
-                continue
-            proc = ctx.Process(target=run_job, args=(self.settings_json, job.id), name=f"fitcast-job-{job.id}")
-            proc.start()
-            with self._lock:
-                self._procs.add(proc)
-            lost = False
-            while proc.is_alive() and not self._stop.is_set():
-                proc.join(self.poll)
-                if not self.store.heartbeat(job.id, self.owner, self.lease_seconds):
-                    # another dispatcher took the job over (this one stalled past its lease): stop ours
-                    log.warning("job %s: lease lost, stopping its worker", job.id)
-                    lost = True
-                    proc.terminate()
-                    proc.join(5)
-            with self._lock:
-                self._procs.discard(proc)
-            if self._stop.is_set():
-                self.store.release(job.id, self.owner)  # resumes at once under the next dispatcher
-                return
-            if lost:
-                continue
-            current = self.store.get(job.id)
-            if current is not None and current.status == "processing":
-                self.store.finish(job.id, error={"type": "about:blank", "title": "Encode failed", "status": 500,
-                                                  "detail": f"the encode worker exited with code {proc.exitcode}"})

@@ -11,21 +11,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pydantic import BaseModel, ConfigDict
 
-from fitcast.errors import FitcastError
+from fitcast.errors import FitcastError, problem_body
 
 log = logging.getLogger(__name__)
-PROBLEM_BASE = "https://fitcast.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 
 
 def problem(status: int, title: str, detail: str | None = None, *, slug: str | None = None,
             instance: str | None = None, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
-    body = {"type": PROBLEM_BASE + slug if slug else "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if instance:
-        body["instance"] = instance
-    body.update(extra)
+    body = problem_body(status, title, detail, slug=slug, instance=instance, **extra)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

@@ -1,27 +1,28 @@
-"""The encode worker: runs one job in its own process and records progress."""
+"""The dispatcher and the encode workers.
+
+The :class:`Dispatcher` (threads in the server) claims jobs from the table and runs
+each in a spawned worker process (:func:`run_job`), renewing the job's lease while
+the worker lives; a crash in native code or a kill never takes the HTTP server down.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import socket
 import threading
 import time
 import traceback
+import uuid
 
 from fitcast.config import Settings
-from fitcast.errors import FitcastError
+from fitcast.errors import problem_body, problem_of
+from fitcast.options import EncodeOptions
 from server.compute import make_executor
 from server.jobs import JobStore
-from server.pipeline import EncodeOptions, encode
 
 log = logging.getLogger(__name__)
-
-
-def problem_of(exc: BaseException) -> dict:
-    if isinstance(exc, FitcastError):
-        return {"type": f"https://fitcast.dev/problems/{exc.slug}", "title": exc.title, "status": exc.status,
-                "detail": str(exc)}
-    return {"type": "about:blank", "title": "Encode failed", "status": 500, "detail": f"{type(exc).__name__}: {exc}"}
 
 
 def _exit_with_parent(poll: float = 0.5) -> None:
@@ -63,21 +64,87 @@ def run_job(settings_json: str, asset_id: str) -> None:
             last["t"] = now
 
     try:
-        options = dict(job.options)
+        from server.pipeline import encode
+
+        options = EncodeOptions.model_validate({"train_device": settings.train_device} | dict(job.options))
         if settings.train_iterations:
-            options["iterations"] = settings.train_iterations
-        options.setdefault("train_device", settings.train_device)
+            options = options.model_copy(update={"iterations": settings.train_iterations})
         asset_dir = settings.assets_dir / asset_id
         encode(
             (asset_dir / job.source_name),
             asset_dir,
-            EncodeOptions(**options),
+            options,
             asset_id=asset_id,
             progress=progress,
             executor=make_executor(settings.executor, settings.executor_workers, address=settings.ray_address),
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
         log.error("job %s failed: %s", asset_id, traceback.format_exc())
-        store.finish(asset_id, error=problem_of(exc))
+        store.finish(asset_id, error=problem_of(exc, title="Encode failed"))
         return
     store.finish(asset_id)
+
+
+class Dispatcher:
+    """Claims queued jobs and runs each in a spawned worker process."""
+
+    def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5,
+                 lease_seconds: float = 30.0) -> None:
+        self.store = store
+        self.settings_json = settings_json
+        self.workers = workers
+        self.poll = poll
+        self.lease_seconds = lease_seconds
+        # Unique per dispatcher: a restarted server is a new owner and waits for the old leases to lapse.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._procs: set[multiprocessing.process.BaseProcess] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._loop, name=f"fitcast-dispatch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            p.terminate()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        while not self._stop.is_set():
+            job = self.store.claim_next(self.owner, self.lease_seconds)
+            if job is None:
+                self._stop.wait(self.poll)
+                continue
+            proc = ctx.Process(target=run_job, args=(self.settings_json, job.id), name=f"fitcast-job-{job.id}")
+            proc.start()
+            with self._lock:
+                self._procs.add(proc)
+            lost = False
+            while proc.is_alive() and not self._stop.is_set():
+                proc.join(self.poll)
+                if not self.store.heartbeat(job.id, self.owner, self.lease_seconds):
+                    # another dispatcher took the job over (this one stalled past its lease): stop ours
+                    log.warning("job %s: lease lost, stopping its worker", job.id)
+                    lost = True
+                    proc.terminate()
+                    proc.join(5)
+            with self._lock:
+                self._procs.discard(proc)
+            if self._stop.is_set():
+                self.store.release(job.id, self.owner)  # resumes at once under the next dispatcher
+                return
+            if lost:
+                continue
+            current = self.store.get(job.id)
+            if current is not None and current.status == "processing":
+                self.store.finish(job.id, error=problem_body(500, "Encode failed",
+                                                             f"the encode worker exited with code {proc.exitcode}"))

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sr_models.archs import build_from_spec
@@ -28,7 +29,6 @@ def load_model(arch: dict[str, Any], state: Path | bytes) -> torch.nn.Module:
 def from_onnx(arch: dict[str, Any], onnx_model: bytes) -> torch.nn.Module:
     """Rebuild the PyTorch network of a shipped fp32 ONNX model (its weights are the
     graph's initializers, named as in the state dict), e.g. to export it for phones."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -76,7 +76,7 @@ def count_params(model: torch.nn.Module) -> int:
 INT8_WEIGHT_BITS = 7
 
 
-def quantize_int8(model: bytes, calibration: "np.ndarray", *, per_channel: bool = True,
+def quantize_int8(model: bytes, calibration: np.ndarray, *, per_channel: bool = True,
                   weight_bits: int = INT8_WEIGHT_BITS) -> bytes:
     """Static int8 quantisation (QDQ, ONNX Runtime) calibrated on real LR windows.
 
@@ -86,7 +86,6 @@ def quantize_int8(model: bytes, calibration: "np.ndarray", *, per_channel: bool 
     """
     if weight_bits not in (7, 8):
         raise ValueError(f"weight bits must be 7 or 8, not {weight_bits}")
-    import numpy as np
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):

@@ -4,10 +4,8 @@
 file, writes the state dict atomically and returns a :class:`TrainResult`.  That
 makes it the unit a process pool or Ray fans out, and safe to retry.
 
-Samples (``.npz``): ``lr`` uint8[N, W, W, 3] LR windows (patch + overlap on each
-side), ``res`` int16[N, P*s, P*s, 3], the HR patch minus the lanczos upscale of
-the frame over that patch, and ``group`` uint8[N], each patch's label.  The loss
-is L1 on the central P*s x P*s output.
+Samples are a file of :mod:`sr_models.samples` (LR windows, HR residuals over
+lanczos, group labels).  The loss is L1 on the central P*s x P*s output.
 
 Data-aware sampling (JSTDO): with ``group_weights`` a batch draws group g with
 probability w_g / sum(w), then a patch of that group uniformly, so hard groups
@@ -29,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fitcast.metrics import Y_WEIGHTS, psnr_from_mse
 from sr_models.archs import build_from_spec
+from sr_models.samples import read_samples
 
 
 @dataclass(frozen=True)
@@ -77,21 +77,12 @@ class TrainResult:
 
 
 def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    with np.load(path, allow_pickle=False) as npz:
-        lr = torch.from_numpy(npz["lr"]).permute(0, 3, 1, 2).float().div_(255.0)
-        res = torch.from_numpy(npz["res"]).permute(0, 3, 1, 2).float().div_(255.0)
-        group = torch.from_numpy(npz["group"].astype(np.int64)) if "group" in npz else torch.zeros(len(lr), dtype=torch.int64)
-    return lr.contiguous(memory_format=torch.channels_last), res.contiguous(), group
-
-
-def save_samples(path: Path, lr: np.ndarray, res: np.ndarray, group: np.ndarray | None = None) -> None:
-    from fitcast.storage import atomic_write_bytes
-
-    buf = io.BytesIO()
-    if group is None:
-        group = np.zeros(len(lr), dtype=np.uint8)
-    np.savez(buf, lr=lr, res=res, group=group.astype(np.uint8))
-    atomic_write_bytes(path, buf.getvalue())
+    """A samples file (:mod:`sr_models.samples`) as tensors: LR in [0, 1] (NHWC memory), residual
+    in units of 255, group labels."""
+    lr, res, group = read_samples(path)
+    lr_t = torch.from_numpy(lr).permute(0, 3, 1, 2).float().div_(255.0)
+    res_t = torch.from_numpy(res).permute(0, 3, 1, 2).float().div_(255.0)
+    return lr_t.contiguous(memory_format=torch.channels_last), res_t.contiguous(), torch.from_numpy(group.astype(np.int64))
 
 
 def sampling_weights(group: torch.Tensor, weights: tuple[float, ...] | None) -> torch.Tensor | None:
@@ -195,7 +186,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
     )
 
 
-_Y = torch.tensor([65.481, 128.553, 24.966]).div(255.0).view(1, 3, 1, 1)
+_Y = torch.from_numpy(Y_WEIGHTS).view(1, 3, 1, 1)
 
 
 def _loss(out: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -226,14 +217,10 @@ def resolve_precision(spec: TrainSpec, device: torch.device) -> tuple[bool, bool
     return bool(chosen.bf16.value), bool(chosen.channels_last.value)
 
 
-_Y_NP = _Y.view(3).double().numpy()  # the same BT.601 luma weights as the l1-y loss
-
-
 def _psnr_y_of_error(err_rgb: np.ndarray) -> float:
     """PSNR-Y (0..255 scale) of an RGB error ``[n, 3, h, w]`` in 0..255 units."""
-    ey = np.tensordot(_Y_NP, err_rgb.astype(np.float64), axes=([0], [1]))
-    mse = float(np.mean(ey**2))
-    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    ey = np.tensordot(Y_WEIGHTS.astype(np.float64), err_rgb.astype(np.float64), axes=([0], [1]))
+    return psnr_from_mse(float(np.mean(ey**2)))
 
 
 @torch.no_grad()

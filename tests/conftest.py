@@ -40,7 +40,8 @@ def bear_piece(clips) -> Path:
 @pytest.fixture(scope="session")
 def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
     """A small stdo encode of the leaf piece: 0.5 s segments (2 segments), k=2, a tiny training budget."""
-    from server.pipeline import EncodeOptions, encode
+    from fitcast.options import EncodeOptions
+    from server.pipeline import encode
 
     out = tmp_path_factory.mktemp("assets") / "leaf"
     encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150))

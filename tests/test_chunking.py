@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from chunking.grid import Grid, load_labels, save_labels
 from chunking.groups import assign_groups
-from chunking.score import lanczos_psnr_y
+from chunking.score import lanczos_psnr_y, patch_sse_y
 from fitcast.errors import InvalidInputError
+from fitcast.grid import Grid, load_labels, save_labels
 from fitcast.media import downscale, iter_frames, upscale
 from fitcast.metrics import psnr_y
 
@@ -68,8 +68,8 @@ def test_grid_windows_are_the_padded_crops():
 def test_patch_scores_match_frame_psnr(leaf_piece):
     hr = next(iter_frames(leaf_piece))
     lr = downscale(hr, 2)
-    grid = Grid(lr.shape[1], lr.shape[0], patch=32)
-    scores = lanczos_psnr_y(lr, hr, grid, 2)
+    grid = Grid(lr.shape[1], lr.shape[0], patch=32, scale=2)
+    scores = lanczos_psnr_y(lr, hr, grid)
     assert scores.shape == grid.shape
     base = upscale(lr, 2)
     # patch (1, 2) by hand
@@ -77,3 +77,18 @@ def test_patch_scores_match_frame_psnr(leaf_piece):
     assert scores[1, 2] == pytest.approx(psnr_y(base[block], hr[block]), abs=1e-3)
     # real content varies: the hardest and easiest patches differ by several dB
     assert scores.max() - scores.min() > 5
+
+
+def test_patch_errors_of_a_ragged_grid_count_only_pixels_in_the_frame():
+    """The last row and column of patches stick out of the frame: what lies outside counts nothing."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 255, size=(90, 140, 3), dtype=np.uint8)  # HR of a 70x45 LR frame at x2
+    b = rng.integers(0, 255, size=(90, 140, 3), dtype=np.uint8)
+    grid = Grid(70, 45, patch=16, scale=2)
+    sse = patch_sse_y(a, b, grid)
+    assert sse.shape == grid.shape == (3, 5)
+    from fitcast.metrics import mse_y
+
+    assert sse.sum() == pytest.approx(mse_y(a, b) * a.shape[0] * a.shape[1], rel=1e-5)
+    block = (slice(64, 90), slice(128, 140))  # patch (2, 4): 26 x 12 HR pixels inside the frame
+    assert sse[2, 4] == pytest.approx(mse_y(a[block], b[block]) * 26 * 12, rel=1e-5)

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from chunking.grid import Grid, load_labels
-from client.fetch import Fetcher, open_asset
-from client.plan import RoutedUpscaler, add_residual, run_residual
+from fitcast.grid import load_labels
+from fitcast.asset import Fetcher, open_asset
+from fitcast.upscale import RoutedUpscaler, add_residual, run_residual
 from client.player import PlayOptions, play
-from client.runtime import OrtSession, available_runtimes, open_session, resolve_runtime
+from fitcast.runtime import OrtSession, available_runtimes, open_session, resolve_runtime
 from fitcast.errors import IntegrityError, InvalidInputError, NotFoundError
 from fitcast.media import decode_segment, upscale
 
@@ -45,8 +45,8 @@ def test_batched_routing_equals_naive_per_patch_path(leaf_asset):
     lr, lab = frames[3], labels[3]
     fast = up.upscale(lr, lab, routes).copy()
     # naive: one model call per patch, pasted with plain slicing
-    grid = Grid(m.lr[0], m.lr[1], m.patch.size, m.patch.overlap)
-    s, ps = m.scale, m.patch.size * m.scale
+    grid = m.grid()
+    s, ps = m.scale, grid.hr_patch
     naive = upscale(lr, s, "lanczos")
     windows = grid.windows(grid.pad(lr))
     for r in range(grid.gh):
@@ -54,7 +54,7 @@ def test_batched_routing_equals_naive_per_patch_path(leaf_asset):
             target = routes[str(lab[r, c])]
             if target == "lanczos":
                 continue
-            res = run_residual(sessions[target], windows[r : r + 1, c], grid, s)[0]
+            res = run_residual(sessions[target], windows[r : r + 1, c], grid)[0]
             y0, x0 = r * ps, c * ps
             h, w = naive[y0 : y0 + ps, x0 : x0 + ps].shape[:2]
             naive[y0 : y0 + h, x0 : x0 + w] = add_residual(naive[y0 : y0 + h, x0 : x0 + w], res[:h, :w])
@@ -108,7 +108,7 @@ def test_missing_asset_is_a_clear_error(tmp_path):
 
 def test_client_imports_no_torch_fastapi_or_server():
     code = (
-        "import sys, client.player, client.fetch, client.plan, client.runtime, client.report, fitcast.cli;"
+        "import sys, client.player, fitcast.asset, fitcast.upscale, fitcast.runtime, client.report, fitcast.cli;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'fastapi', 'server', 'ray', 'sr_models', 'uvicorn'});"
         "print(','.join(bad))"
     )
@@ -208,7 +208,7 @@ def test_runtimes_agree_on_every_shipped_model(leaf_asset):
         pytest.skip("OpenVINO is not installed (pip install 'fitcast[openvino]')")
     m, seg, frames, labels, _ = _first_frames(leaf_asset)
     asset = open_asset(str(leaf_asset))
-    grid = Grid(m.lr[0], m.lr[1], m.patch.size, m.patch.overlap)
+    grid = m.grid()
     windows = grid.windows(grid.pad(frames[0])).reshape(-1, grid.window, grid.window, 3)
     x = np.ascontiguousarray(windows.transpose(0, 3, 1, 2), dtype=np.float32) / 255
     for entry in m.models:

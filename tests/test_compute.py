@@ -12,7 +12,8 @@ import torch
 from fitcast.media import downscale, iter_frames, upscale
 from server.compute import InlineExecutor, LocalPoolExecutor, make_executor
 from sr_models.archs import build_from_spec
-from sr_models.train import TrainSpec, save_samples, train
+from sr_models.samples import save_samples
+from sr_models.train import TrainSpec, train
 
 ARCH = {"name": "espcn_r", "scale": 2, "channels": 8, "body": 1}
 

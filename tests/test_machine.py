@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from client.runtime import precision_choice as play_precision
-from client.runtime import runtime_choice
+from fitcast.runtime import precision_choice as play_precision
+from fitcast.runtime import runtime_choice
 from fitcast.machine import Cpu, MeasurementCache
 from sr_models.tuning import layout_choice, measure_layouts, precision_choice
 
@@ -103,7 +103,7 @@ def test_player_precision_by_weight_bits_and_cpu():
 
 
 def test_runtime_choice_measures_once_per_machine(tmp_path, monkeypatch):
-    import client.runtime as rt
+    import fitcast.runtime as rt
 
     monkeypatch.setattr(rt, "available_runtimes", lambda: ["openvino", "ort"])
     monkeypatch.setattr(rt, "runtime_versions", lambda: {"openvino": "1", "ort": "2"})
@@ -136,7 +136,7 @@ def test_cache_survives_a_corrupt_file(tmp_path):
 
 def test_doctor_reports_machine_and_every_choice(tmp_path):
     env = {"FITCAST_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "fitcast.cli", "doctor", "--json"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "fitcast", "doctor", "--json"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -150,7 +150,7 @@ def test_doctor_reports_machine_and_every_choice(tmp_path):
     assert ply["runtime_int8"]["value"] in ply["runtimes_installed"]
     assert ply["precision_new_assets"]["value"] == "int8"
     # the measurements were cached: a second run measures nothing and agrees
-    text = subprocess.run([sys.executable, "-m", "fitcast.cli", "doctor", "--no-measure"], capture_output=True,
+    text = subprocess.run([sys.executable, "-m", "fitcast", "doctor", "--no-measure"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert text.returncode == 0, text.stderr
     assert "cached measurement" in text.stdout and enc["train_layout"]["value"] in text.stdout
@@ -181,7 +181,7 @@ def legacy_asset(leaf_asset, tmp_path_factory):
     and no ``weight_bits`` in the manifest."""
     import shutil
 
-    from client.fetch import open_asset
+    from fitcast.asset import open_asset
     from fitcast.manifest import compress_model, parse
     from fitcast.storage import put_content
     from mobile.export import calibration_windows
@@ -207,7 +207,7 @@ def legacy_asset(leaf_asset, tmp_path_factory):
 
 
 def test_asset_with_8_bit_weights_plays_in_the_exact_precision(legacy_asset, leaf_piece, tmp_path):
-    from client.fetch import Fetcher
+    from fitcast.asset import Fetcher
     from client.player import PlayOptions, play
 
     r = play(str(legacy_asset), PlayOptions(reference=leaf_piece, max_frames=8),

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from client.fetch import Fetcher
 from client.player import PlayOptions, play
+from fitcast.asset import Fetcher
 from fitcast.errors import InvalidInputError
-from server.pipeline import EncodeOptions, default_group_weights, encode
+from fitcast.options import EncodeOptions
+from server.pipeline import encode
 from sr_models.archs import build_model
+from sr_models.recipes import PRESETS, RECIPES, default_group_weights, recipe_for
 from sr_models.train import sampling_weights
 
 
@@ -39,10 +41,10 @@ def test_dynamic_model_routes_each_patch_to_its_branch():
 
 
 def test_group_weights_are_validated():
-    with pytest.raises(InvalidInputError):
-        EncodeOptions(k=2, method="jstdo", group_weights=(1.0,)).validate()
-    with pytest.raises(InvalidInputError):
-        EncodeOptions(k=2, method="jstdo", group_weights=(1.0, -1.0)).validate()
+    with pytest.raises(InvalidInputError, match="group weights"):
+        EncodeOptions.parse(k=2, method="jstdo", group_weights=(1.0,))
+    with pytest.raises(InvalidInputError, match="group weights"):
+        EncodeOptions.parse(k=2, method="jstdo", group_weights=(1.0, -1.0))
 
 
 @pytest.mark.parametrize("method", ["jstdo", "dydca"])
@@ -68,20 +70,25 @@ def test_method_end_to_end_on_a_real_clip(method, bear_piece, tmp_path):
 
 def test_generic_and_warm_start_options_are_validated():
     with pytest.raises(InvalidInputError, match="no generic model for x3"):
-        EncodeOptions(scale=3, method="generic").validate()
-    with pytest.raises(InvalidInputError, match="warm-start"):
-        EncodeOptions(method="dydca", warm_start=True).validate()
+        recipe_for(EncodeOptions(scale=3, method="generic"))
+    with pytest.raises(InvalidInputError, match="warm start"):
+        EncodeOptions.parse(method="dydca", warm_start=True)
     with pytest.raises(InvalidInputError, match="stdo or jstdo"):
-        EncodeOptions(method="generic", arch={"name": "espcn_r", "scale": 2, "channels": 8, "body": 0}).validate()
-    # auto: warm start wherever the preset's network is the generic one
-    from server.pipeline import PRESETS, _warm_start
+        EncodeOptions.parse(method="generic", arch={"name": "espcn_r", "scale": 2, "channels": 8, "body": 0})
+    with pytest.raises(InvalidInputError, match="scale"):
+        EncodeOptions.parse(scale=5)
 
-    assert _warm_start(EncodeOptions(method="jstdo"), PRESETS["balanced"]) is True
-    assert _warm_start(EncodeOptions(method="stdo", scale=4), PRESETS["balanced"]) is True
-    assert _warm_start(EncodeOptions(method="jstdo", preset="fast"), PRESETS["fast"]) is False
-    assert _warm_start(EncodeOptions(method="jstdo", scale=3), PRESETS["balanced"]) is False  # none ships for x3
-    assert _warm_start(EncodeOptions(method="dydca"), PRESETS["balanced"]) is False
-    assert _warm_start(EncodeOptions(method="jstdo", warm_start=False), PRESETS["balanced"]) is False
+    # auto: warm start wherever the preset's network is the generic one
+    def warm(**kw) -> bool:
+        options = EncodeOptions(**kw)
+        return RECIPES[options.method].warm_start(options, PRESETS[options.preset])
+
+    assert warm(method="jstdo") is True
+    assert warm(method="stdo", scale=4) is True
+    assert warm(method="jstdo", preset="fast") is False
+    assert warm(method="jstdo", scale=3) is False  # none ships for x3
+    assert warm(method="dydca") is False
+    assert warm(method="jstdo", warm_start=False) is False
 
 
 def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path):
@@ -98,7 +105,7 @@ def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path)
     assert q["train"] == [] and q["arch"] == generic_arch(2)
     fp32 = next(e for e in m.models if e.precision == "fp32")
     fetcher = Fetcher(cache_dir=tmp_path / "cache")
-    from client.fetch import open_asset
+    from fitcast.asset import open_asset
 
     net = from_onnx(fp32.arch, open_asset(str(out), fetcher).read_model(fp32))
     shipped = torch.load(generic_weights(2), weights_only=True)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from fitcast.errors import InvalidInputError
+from fitcast.profile import PROFILE_FORMAT, load_profile
 from nas.predictor import LatencyModel, features, holdout_mape, mean_holdout_mape
-from nas.profile import PROFILE_FORMAT, Target, load_profile, profile_device
-from nas.search import macs_per_lr_px, search, space
+from nas.profile import Target, profile_device
+from nas.search import search, space
+from sr_models.archs.espcn import conv_macs_per_lr_px
 
 
 def test_profile_measures_layers_networks_and_overhead_on_the_runtime(tmp_path):
@@ -92,7 +94,7 @@ def test_search_keeps_to_the_budget_and_trains_the_short_list(leaf_piece):
     fits = [w for w in space((8, 16, 24)) if model.predict(w) + 10.0 <= budget]
     assert result.fitting == len(fits) and result.space_size == 3 + 9 + 27 + 81
     assert 20 < len(fits) < 100  # the budget really cuts the space
-    best_macs = max(macs_per_lr_px(w, 2) for w in fits)
+    best_macs = max(conv_macs_per_lr_px(w, 2) for w in fits)
     assert max(c.macs_per_lr_px for c in result.shortlist) == best_macs  # the most capable that fits is tried
     assert result.arch == {"name": "espcn_w", "scale": 2, "widths": result.chosen.widths}
 

@@ -8,17 +8,19 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from fitcast.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError, UnsupportedMediaError
 from fitcast.media import probe
-from fitcast.storage import sha256_file, validate_asset_id
+from fitcast.options import EncodeOptions, UploadOptions
+from fitcast.storage import sha256_file
 from server import problems
-from server.jobs import Job, JobStore
-from server.pipeline import EncodeOptions, PresetName
+from server.deps import AssetIdDep, SettingsDep, StoreDep
+from server.jobs import Job
+from sr_models.recipes import recipe_for
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
@@ -69,19 +71,14 @@ def _asset_out(request: Request, job: Job) -> AssetOut:
     )
 
 
-def _store(request: Request) -> JobStore:
-    return request.app.state.store
-
-
-def _get_job(request: Request, asset_id: str) -> Job:
-    try:
-        validate_asset_id(asset_id)
-    except InvalidInputError:
-        raise NotFoundError(f"no asset {asset_id!r}") from None
-    job = _store(request).get(asset_id)
+def _get_job(store: StoreDep, asset_id: AssetIdDep) -> Job:
+    job = store.get(asset_id)
     if job is None:
         raise NotFoundError(f"no asset {asset_id!r}")
     return job
+
+
+JobDep = Annotated[Job, Depends(_get_job)]
 
 
 async def _receive_body(request: Request, dest: Path, limit: int) -> None:
@@ -126,23 +123,18 @@ async def _receive_body(request: Request, dest: Path, limit: int) -> None:
                      "file": {"type": "string", "format": "binary"}}}}}}})
 async def create_asset(
     request: Request,
-    scale: Annotated[int, Query(ge=2, le=4)] = 2,
-    method: Literal["stdo", "jstdo", "dydca", "generic"] = "dydca",
-    k: Annotated[int, Query(ge=1, le=16)] = 2,
-    crf: Annotated[int, Query(ge=0, le=51)] = 23,
-    segment_seconds: Annotated[float, Query(ge=0.5, le=20)] = 2.0,
-    preset: PresetName = "balanced",
+    settings: SettingsDep,
+    store: StoreDep,
+    upload: Annotated[UploadOptions, Query()],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Upload a video (raw body or multipart ``file``) and start its encode."""
-    settings = request.app.state.settings
-    store = _store(request)
     if idempotency_key:
         existing = store.by_idempotency_key(idempotency_key)
         if existing is not None:
             return JSONResponse(_asset_out(request, existing).model_dump(), status_code=200)
-    options = EncodeOptions(scale=scale, method=method, k=k, crf=crf, segment_seconds=segment_seconds,
-                            preset=preset).validate()
+    options = EncodeOptions(**upload.model_dump())
+    recipe_for(options)  # refuse what the method cannot serve (e.g. no generic model at x3) before the upload
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise TooLargeError(f"upload of {declared} bytes exceeds the limit of {settings.max_upload_bytes}")
@@ -162,10 +154,8 @@ async def create_asset(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    opts = {"scale": options.scale, "method": options.method, "k": options.k, "crf": options.crf,
-            "segment_seconds": options.segment_seconds, "preset": options.preset}
     try:
-        job = store.create(asset_id, opts, source_name=source_name, source_bytes=size, source_sha256=digest,
+        job = store.create(asset_id, upload.model_dump(mode="json"), source_name=source_name, source_bytes=size, source_sha256=digest,
                            idempotency_key=idempotency_key)
     except Exception:
         shutil.rmtree(settings.assets_dir / asset_id, ignore_errors=True)
@@ -179,12 +169,13 @@ async def create_asset(
 @router.get("", response_model=AssetList, responses=problems.responses(422))
 def list_assets(
     request: Request,
+    store: StoreDep,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{1,15}$",
                                         description="next_cursor of the previous page (opaque)")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> AssetList:
     after = int(cursor, 16) if cursor else 0
-    jobs = _store(request).list(after_seq=after, limit=limit + 1)
+    jobs = store.list(after_seq=after, limit=limit + 1)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     next_cursor = f"{jobs[-1].seq:x}" if more else None
@@ -192,20 +183,19 @@ def list_assets(
 
 
 @router.get("/{asset_id}", response_model=AssetOut, name="get_asset", responses=problems.responses(404, 422))
-def get_asset(request: Request, asset_id: str) -> AssetOut:
-    return _asset_out(request, _get_job(request, asset_id))
+def get_asset(request: Request, job: JobDep) -> AssetOut:
+    return _asset_out(request, job)
 
 
 @router.delete("/{asset_id}", status_code=204, responses=problems.responses(404, 409, 422))
-def delete_asset(request: Request, asset_id: str) -> Response:
-    job = _get_job(request, asset_id)
+def delete_asset(job: JobDep, settings: SettingsDep, store: StoreDep) -> Response:
+    asset_id = job.id
     if job.status in ("queued", "processing"):
         raise ConflictError(f"asset {asset_id} is {job.status}; delete it when it is ready or errored")
-    settings = request.app.state.settings
     asset_dir = settings.assets_dir / asset_id
     trash = settings.assets_dir / f".{asset_id}.deleted"
     if asset_dir.exists():
         os.replace(asset_dir, trash)
-    _store(request).delete(asset_id)
+    store.delete(asset_id)
     shutil.rmtree(trash, ignore_errors=True)
     return Response(status_code=204)

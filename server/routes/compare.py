@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from fitcast.errors import NotFoundError
-from fitcast.storage import validate_asset_id
 from server import problems
+from server.deps import AssetDirDep
 
 router = APIRouter(prefix="/v1/assets", tags=["compare"])
 # An upscaler reuses its buffers frame after frame: one render at a time per process.
@@ -29,9 +29,9 @@ _RENDER = threading.Lock()
 @lru_cache(maxsize=8)
 def _upscaler(asset_dir: str, mtime_ns: int):
     """Sessions and the routed upscaler of an asset (cached per published manifest)."""
-    from client.fetch import open_asset
-    from client.plan import RoutedUpscaler, routes_by_model
-    from client.runtime import open_session
+    from fitcast.asset import open_asset
+    from fitcast.runtime import open_session
+    from fitcast.upscale import RoutedUpscaler, routes_by_model
 
     asset = open_asset(asset_dir)
     m = asset.manifest
@@ -49,7 +49,7 @@ def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
 
 
 def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
-    from chunking.grid import load_labels
+    from fitcast.grid import load_labels
     from fitcast.media import decode_segment, upscale
 
     asset, upscaler = _upscaler(str(asset_dir), manifest.stat().st_mtime_ns)
@@ -75,19 +75,13 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
             responses={200: {"content": {"image/png": {}}, "description": "the upscaled frame"},
                        **problems.responses(404, 422)})
 async def compare_frame(
-    request: Request,
-    asset_id: str,
+    asset_dir: AssetDirDep,
     segment: Annotated[int, Query(ge=0, le=100_000)] = 0,
     frame: Annotated[int, Query(ge=0, le=100_000)] = 0,
     mode: Literal["lanczos", "fitcast"] = "fitcast",
 ) -> Response:
     """One frame (of ``segment``, 0-based) upscaled by ``mode``, as PNG."""
-    try:
-        validate_asset_id(asset_id)
-    except Exception:
-        raise NotFoundError(f"no asset {asset_id!r}") from None
-    asset_dir = request.app.state.settings.assets_dir / asset_id
     if not asset_dir.is_dir():
-        raise NotFoundError(f"no asset {asset_id}")
+        raise NotFoundError(f"no asset {asset_dir.name}")
     png = await run_in_threadpool(render, asset_dir, segment, frame, mode)
     return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=3600"})

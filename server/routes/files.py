@@ -11,9 +11,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
-from fitcast.errors import InvalidInputError, NotFoundError
-from fitcast.storage import resolve_inside, validate_asset_id
+from fitcast.errors import NotFoundError
+from fitcast.storage import resolve_inside
 from server import problems
+from server.deps import AssetDirDep
 
 router = APIRouter(prefix="/v1/assets", tags=["files"])
 
@@ -38,13 +39,9 @@ MEDIA_TYPES = {
 @router.head("/{asset_id}/{area}/{path:path}", operation_id="head_asset_file",
              responses={200: {"description": "the file's headers"}, 304: {"description": "not modified"},
                         **problems.responses(404, 416, 422)})
-def asset_file(request: Request, asset_id: str, area: Literal["hls", "sr", "report"], path: str) -> Response:
-    try:
-        validate_asset_id(asset_id)
-    except InvalidInputError:
-        raise NotFoundError("no such file") from None
-    settings = request.app.state.settings
-    area_dir = settings.assets_dir / asset_id / area
+def asset_file(request: Request, asset_dir: AssetDirDep, area: Literal["hls", "sr", "report"], path: str) -> Response:
+    asset_id = asset_dir.name
+    area_dir = asset_dir / area
     target = resolve_inside(area_dir, path)
     if not target.is_file() or any(part.startswith(".") for part in target.relative_to(area_dir.resolve()).parts):
         raise NotFoundError(f"no file {area}/{path} in asset {asset_id}")

@@ -2,43 +2,12 @@
 
 >>> from sr_models.archs import build_model
 >>> net = build_model("espcn_r", scale=2, channels=32, body=2)
+
+Importing this package imports each architecture module, which registers its builders
+in :mod:`sr_models.archs.registry`.
 """
 
-from __future__ import annotations
+from sr_models.archs import dynamic, espcn
+from sr_models.archs.registry import MODELS, build_from_spec, build_model, register_model
 
-from typing import Any, Callable
-
-from torch import nn
-
-BuilderFn = Callable[..., nn.Module]
-MODELS: dict[str, BuilderFn] = {}
-
-
-def register_model(name: str) -> Callable[[BuilderFn], BuilderFn]:
-    def wrap(fn: BuilderFn) -> BuilderFn:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return wrap
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered architecture; ``kwargs`` are the builder's keyword-only arguments."""
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(MODELS))}") from None
-    return builder(**kwargs)
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Build from a manifest ``arch`` dict: ``{"name": ..., <builder kwargs>}``."""
-    spec = dict(spec)
-    name = spec.pop("name")
-    return build_model(name, **spec)
-
-
-# Explicit imports register the builders (no folder scanning).
-from sr_models.archs import dynamic, espcn  # noqa: E402,F401
+__all__ = ["MODELS", "build_from_spec", "build_model", "register_model", "dynamic", "espcn"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sr_models.archs import register_model
+from sr_models.archs.registry import register_model
 from sr_models.archs.espcn import ResidualESPCN
 
 

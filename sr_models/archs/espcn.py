@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sr_models.archs import register_model
+from sr_models.archs.registry import register_model
+
+
+def conv_macs_per_lr_px(widths: list[int], scale: int) -> int:
+    """Multiply-accumulates per LR pixel of the 3x3 conv chain 3 -> widths... -> 3s^2 (the one
+    formula: the models, the search and its latency predictor all use it)."""
+    chans = [3, *widths, 3 * scale * scale]
+    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
 
 
 class ResidualESPCN(nn.Module):
@@ -48,8 +55,7 @@ class ResidualESPCN(nn.Module):
 
     @property
     def macs_per_lr_px(self) -> int:
-        chans = [3] + self.widths + [3 * self.scale * self.scale]
-        return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
+        return conv_macs_per_lr_px(self.widths, self.scale)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.tail(self.body(x)))

@@ -1,8 +1,9 @@
 """Per-patch routed upscaling: lanczos for the whole frame, then each model adds
 its residual to the patches whose label routes to it, batched per model.
 
-The same functions compose the frame on the server (for the quality report and
-the do-no-harm gate) and in the player, so both see identical pixels.
+The same functions compose the frame in the encoder (for the quality report and
+the do-no-harm gate), the web comparison, nas, mobile and the player, so all see
+identical pixels.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from chunking.grid import Grid
-from client.runtime import Session
+from fitcast.grid import Grid
 from fitcast.manifest import LANCZOS, Manifest
 from fitcast.media import upscale
+from fitcast.runtime import Session
 
 
 _INV255 = np.float32(1.0 / 255.0)
@@ -30,7 +31,7 @@ def windows_to_input(windows: np.ndarray, out: np.ndarray | None = None) -> np.n
     return out
 
 
-def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int, buffer: np.ndarray | None = None,
+def run_residual(session: Session, windows: np.ndarray, grid: Grid, buffer: np.ndarray | None = None,
                  out: np.ndarray | None = None) -> np.ndarray:
     """Residual (HR units of 0..255) for the central P*s square of each window: ``[n, Ps, Ps, 3]``.
 
@@ -41,7 +42,7 @@ def run_residual(session: Session, windows: np.ndarray, grid: Grid, scale: int, 
     n = windows.shape[0]
     x = windows_to_input(windows, None if buffer is None else buffer[:n])
     y = session.run(x)
-    o, ps = grid.overlap * scale, grid.patch * scale
+    o, ps = grid.overlap * grid.scale, grid.hr_patch
     dst = np.empty((n, ps, ps, 3), np.float32) if out is None else out[:n]
     np.multiply(y[:, :, o : o + ps, o : o + ps].transpose(0, 2, 3, 1), np.float32(255.0), out=dst)
     return dst
@@ -59,10 +60,10 @@ def add_residual(base_blocks: np.ndarray, residual: np.ndarray) -> np.ndarray:
 class FrameCanvas:
     """An HR output buffer padded to the patch grid, with a block view for pasting."""
 
-    def __init__(self, grid: Grid, scale: int) -> None:
-        ps = grid.patch * scale
-        self.grid, self.scale = grid, scale
-        self.h, self.w = grid.lr_h * scale, grid.lr_w * scale
+    def __init__(self, grid: Grid) -> None:
+        ps = grid.hr_patch
+        self.grid = grid
+        self.w, self.h = grid.hr_size
         self.buf = np.zeros((grid.gh * ps, grid.gw * ps, 3), dtype=np.uint8)
         self.blocks = self.buf.reshape(grid.gh, ps, grid.gw, ps, 3).transpose(0, 2, 1, 3, 4)
 
@@ -92,19 +93,17 @@ class RoutedUpscaler:
     frame on the batch of its patches.
     """
 
-    def __init__(self, grid: Grid, scale: int, sessions: Mapping[str, Session]) -> None:
-        self.scale = scale
+    def __init__(self, grid: Grid, sessions: Mapping[str, Session]) -> None:
         self.grid = grid
         self.sessions = dict(sessions)
-        self.canvas = FrameCanvas(self.grid, self.scale)
-        n, w, ps = self.grid.gh * self.grid.gw, self.grid.window, self.grid.patch * scale
+        self.canvas = FrameCanvas(grid)
+        n, w, ps = grid.patches, grid.window, grid.hr_patch
         self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
         self.residuals = np.empty((n, ps, ps, 3), np.float32)
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> "RoutedUpscaler":
-        lw, lh = manifest.lr
-        return cls(Grid(lw, lh, manifest.patch.size, manifest.patch.overlap), manifest.scale, sessions)
+        return cls(manifest.grid(), sessions)
 
     def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
                 base: np.ndarray | None = None) -> np.ndarray:
@@ -112,7 +111,7 @@ class RoutedUpscaler:
 
         ``base`` may pass the lanczos upscale of ``lr`` when the caller already has it.
         """
-        self.canvas.set_base(upscale(lr, self.scale, "lanczos") if base is None else base)
+        self.canvas.set_base(upscale(lr, self.grid.scale, "lanczos") if base is None else base)
         plan = routes_by_model(routes)
         if plan:
             windows = self.grid.windows(self.grid.pad(lr))
@@ -120,8 +119,18 @@ class RoutedUpscaler:
                 rows, cols = np.nonzero(np.isin(labels, wanted))
                 if rows.size == 0:
                     continue
-                residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid, self.scale,
+                residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid,
                                         self.buffers[model_id], self.residuals)
                 blocks = self.canvas.blocks
                 blocks[rows, cols] = add_residual(blocks[rows, cols], residual)
         return self.canvas.frame
+
+
+def select_patches(base: np.ndarray, sr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
+                   grid: Grid) -> np.ndarray:
+    """Per patch: ``sr`` where its group routes to a model, ``base`` (lanczos) elsewhere: the
+    frame :meth:`RoutedUpscaler.upscale` gives for ``routes``, from an all-model frame."""
+    use_model = np.array([routes[str(g)] != LANCZOS for g in range(len(routes))])[labels]
+    ps = grid.hr_patch
+    mask = np.repeat(np.repeat(use_model, ps, axis=0), ps, axis=1)[: base.shape[0], : base.shape[1]]
+    return np.where(mask[..., None], sr, base)

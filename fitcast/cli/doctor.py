@@ -1,7 +1,7 @@
 """``fitcast doctor``: this machine, what fitcast detected, and what each command will use and why.
 
 The choices are the very functions the commands call (``sr_models.tuning`` for training,
-``client.runtime`` for the player), so what the doctor prints is what runs.  Measurements
+``fitcast.runtime`` for the player), so what the doctor prints is what runs.  Measurements
 that capability flags cannot replace (training layout, the faster runtime) are taken once,
 in a few seconds, and cached per machine; ``measure=False`` reports only what is cached.
 """
@@ -33,7 +33,7 @@ def _runtime_probe(precision: str):
     def probe(runtimes: list[str]) -> dict[str, float]:
         import numpy as np
 
-        from client.runtime import time_runtimes
+        from fitcast.runtime import time_runtimes
         from sr_models.archs import build_from_spec
         from sr_models.export import quantize_int8, to_onnx_bytes
         from sr_models.tuning import PROBE_ARCH, PROBE_WINDOW
@@ -83,7 +83,7 @@ def diagnose(*, measure: bool = True, cache: MeasurementCache | None = None) -> 
         encode["reason"] = "torch is not installed: this is a viewer install (pip install 'fitcast[server]')"
     out["encode"] = encode
 
-    from client.runtime import available_runtimes, precision_choice as play_precision, runtime_choice
+    from fitcast.runtime import available_runtimes, precision_choice as play_precision, runtime_choice
 
     play: dict[str, Any] = {"runtimes_installed": available_runtimes()}
     play["precision_new_assets"] = play_precision("auto", {"int8": 7, "fp32": None}, cpu).to_dict()

@@ -8,7 +8,6 @@ sha256-checked and cached on disk by digest.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -17,17 +16,11 @@ import httpx
 import m3u8
 
 from fitcast.errors import FetchError, IntegrityError, NotFoundError
+from fitcast.machine import cache_dir as cache_dir_default
 from fitcast.manifest import Manifest, ModelEntry, decompress_model, parse
 from fitcast.storage import atomic_write_bytes, sha256_bytes
 
 SESSION_DATA_ID = "com.fitcast.manifest"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("FITCAST_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fitcast"
-    )
-    return Path(base)
 
 
 def _is_url(location: str) -> bool:
@@ -59,7 +52,7 @@ class Fetcher:
     """Reads URLs (httpx, with retries) and local paths; caches sha256-named content."""
 
     def __init__(self, cache_dir: Path | None = None, timeout: float = 30.0) -> None:
-        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_dir = cache_dir or cache_dir_default()
         self._client: httpx.Client | None = None
         self.timeout = timeout
         self.bytes_fetched = 0

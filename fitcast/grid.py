@@ -1,11 +1,14 @@
-"""The LR patch grid, padding, patch extraction and label-map files.
+"""The patch grid of an asset, padding, patch extraction and label-map files.
 
 A frame of ``lr_w x lr_h`` is covered by ``gw x gh`` patches of ``P x P`` LR
 pixels.  For extraction the frame is padded by edge replication: ``overlap``
 pixels on every side (context for the network) plus enough at the right and
 bottom to complete the last row and column of patches.  Patch ``(r, c)`` reads
 the window ``[r*P, r*P + P + 2*overlap)`` of the padded frame; its output covers
-HR pixels ``[r*P*s, (r+1)*P*s)`` (clipped to the frame).
+HR pixels ``[r*P*s, (r+1)*P*s)`` (clipped to the frame), ``s`` the grid's scale.
+
+The encoder, the web comparison, nas, mobile and the player all cut and stitch
+patches through this one grid, so they see identical pixels.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ from fitcast.errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Grid:
+    """``patch``-pixel LR patches over an ``lr_w x lr_h`` frame, read with ``overlap`` pixels of
+    context each side, upscaled ``scale`` times."""
+
     lr_w: int
     lr_h: int
     patch: int
     overlap: int = 0
+    scale: int = 1
 
     def __post_init__(self) -> None:
-        if self.patch <= 0 or self.overlap < 0:
-            raise InvalidInputError(f"bad patch grid: patch {self.patch}, overlap {self.overlap}")
+        if self.patch <= 0 or self.overlap < 0 or self.scale < 1:
+            raise InvalidInputError(f"bad patch grid: patch {self.patch}, overlap {self.overlap}, scale {self.scale}")
 
     @property
     def gw(self) -> int:
@@ -47,6 +54,20 @@ class Grid:
     def window(self) -> int:
         """Side of one extracted LR window: P + 2*overlap."""
         return self.patch + 2 * self.overlap
+
+    @property
+    def hr_patch(self) -> int:
+        """Side of one patch's HR output: P*s."""
+        return self.patch * self.scale
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        """(width, height) of the HR frame."""
+        return self.lr_w * self.scale, self.lr_h * self.scale
+
+    @property
+    def patches(self) -> int:
+        return self.gw * self.gh
 
     def pad(self, lr: np.ndarray) -> np.ndarray:
         """Edge-pad an LR frame ``[h, w, c]`` for window extraction."""
@@ -68,19 +89,19 @@ class Grid:
         """Copy the windows at (rows, cols) of an LR frame: ``[n, window, window, c]``."""
         return np.ascontiguousarray(self.windows(self.pad(lr))[rows, cols])
 
-    def hr_blocks(self, hr: np.ndarray, scale: int) -> np.ndarray:
+    def hr_blocks(self, hr: np.ndarray) -> np.ndarray:
         """HR frame padded (edge) to the grid and viewed as ``[gh, gw, P*s, P*s, c]``."""
-        ps = self.patch * scale
+        ps = self.hr_patch
         pad_b = self.gh * ps - hr.shape[0]
         pad_r = self.gw * ps - hr.shape[1]
         padded = np.pad(hr, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
         return padded.reshape(self.gh, ps, self.gw, ps, -1).transpose(0, 2, 1, 3, 4)
 
-    def valid_mask(self, scale: int) -> np.ndarray:
+    def valid_mask(self) -> np.ndarray:
         """HR-pixel mask ``[gh, gw, P*s, P*s]`` of pixels inside the frame (not padding)."""
-        ps = self.patch * scale
-        ys = np.arange(self.gh * ps) < self.lr_h * scale
-        xs = np.arange(self.gw * ps) < self.lr_w * scale
+        ps = self.hr_patch
+        ys = np.arange(self.gh * ps) < self.lr_h * self.scale
+        xs = np.arange(self.gw * ps) < self.lr_w * self.scale
         m = ys[:, None] & xs[None, :]
         return m.reshape(self.gh, ps, self.gw, ps).transpose(0, 2, 1, 3)
 

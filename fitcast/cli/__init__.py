@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from client.runtime import RUNTIMES
 from fitcast.errors import FitcastError
+from fitcast.options import METHOD_HELP, METHODS, PRESET_NAMES, EncodeOptions
+from fitcast.runtime import RUNTIMES
 
 
 def _positive_float(text: str) -> float:
@@ -37,15 +38,13 @@ def _build_parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="encode a video into an asset directory (HLS + SR models)")
     enc.add_argument("input", type=Path)
     enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
-    enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
-    enc.add_argument("--method", choices=("stdo", "jstdo", "dydca", "generic"), default=None,
-                     help="stdo: one model per group; jstdo: one joint model; dydca: one dynamic model "
-                          "(default; jstdo with --arch); generic: the shipped generic model, not overfitted "
-                          "(the baseline)")
+    enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor")
+    enc.add_argument("--method", choices=METHODS, default=None,
+                     help="; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items()) + " (with --arch: jstdo)")
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
-    enc.add_argument("--segment-seconds", type=_positive_float, default=2.0)
-    enc.add_argument("--preset", choices=("fast", "realtime", "balanced", "best"), default="balanced",
+    enc.add_argument("--segment-seconds", type=_positive_float, default=2.0, help="HLS segment length")
+    enc.add_argument("--preset", choices=PRESET_NAMES, default="balanced",
                      help="model size and training budget (realtime: small enough to play at 720p on a weak CPU)")
     enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
     enc.add_argument("--group-weights", type=_weights, default=None,
@@ -168,13 +167,16 @@ def _searched_arch(path: Path | None) -> dict:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from server.pipeline import EncodeOptions, encode
+    from server.pipeline import encode
+    from sr_models.recipes import recipe_for
 
-    options = EncodeOptions(
-        scale=args.scale, method=args.method or ("jstdo" if args.arch else "dydca"), k=args.k, crf=args.crf, segment_seconds=args.segment_seconds,
-        preset=args.preset, iterations=args.iterations, group_weights=args.group_weights, int8=args.int8,
-        train_device=args.train_device, warm_start=args.warm_start, **_searched_arch(args.arch),
-    ).validate()
+    options = EncodeOptions.parse(
+        scale=args.scale, method=args.method or ("jstdo" if args.arch else None), k=args.k, crf=args.crf,
+        segment_seconds=args.segment_seconds, preset=args.preset, iterations=args.iterations,
+        group_weights=args.group_weights, int8=args.int8, train_device=args.train_device, warm_start=args.warm_start,
+        **_searched_arch(args.arch),
+    )
+    recipe_for(options)  # refuse what the method cannot serve before anything runs
     bar, update = _progress_printer("encode", args.quiet)
     if bar is not None:
         with bar:
@@ -263,7 +265,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 def cmd_nas(args: argparse.Namespace) -> int:
     from fitcast.errors import InvalidInputError
     from fitcast.storage import atomic_write_text
-    from nas.profile import load_profile
+    from fitcast.profile import load_profile
     from nas.search import search
 
     profile = load_profile(args.device_profile)
@@ -283,7 +285,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from fitcast.doctor import diagnose, render
+    from fitcast.cli.doctor import diagnose, render
 
     report = diagnose(measure=args.measure)
     print(json.dumps(report, indent=2) if args.json else render(report))
