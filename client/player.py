@@ -1,8 +1,15 @@
 """Play an asset: fetch, decode, routed per-patch SR, display or write, measure.
 
 ``fps`` counts frames upscaled per wall-clock second including decode, routing,
-stitching and colour conversion (DESIGN §6); network fetches and the optional
-PSNR measurement against a reference are outside the timed span.
+stitching and colour conversion (DESIGN §6): decode and the lanczos base run in a feed
+thread beside the models, so a frame costs the slower of the two threads' work on it.
+Network fetches, the optional PSNR measurement against a reference and the waits of a
+paced player (``target_fps``: it renders at most a queue of frames ahead of the screen)
+are outside the timed span.
+
+A planned asset (``fitcast/2``) plays its plan: each frame's routes per patch, detail
+reused from the last frame where the encoder decided so; an unplanned one routes every
+patch by its group.  Both are the core's upscalers, which the encoder measured with.
 """
 
 from __future__ import annotations
@@ -14,22 +21,22 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from client.realtime import Clock, DegradePolicy
+from client.realtime import DegradePolicy, PresentationClock
 from client.report import PlaybackStats
 from client.viewer import Viewer
 from fitcast.asset import Asset, Fetcher, open_asset
 from fitcast.errors import InvalidInputError
-from fitcast.grid import load_labels
+from fitcast.grid import load_labels, load_plan
 from fitcast.machine import Choice
-from fitcast.manifest import LANCZOS, Manifest
+from fitcast.manifest import LANCZOS, REUSE, Manifest, Segment
 from fitcast.media import VideoWriter, has_audio, iter_frames, mux_audio, upscale
 from fitcast.metrics import psnr_y
 from fitcast.runtime import Session, open_session, precision_choice, runtime_choice, time_runtimes
-from fitcast.upscale import RoutedUpscaler, routes_by_model
+from fitcast.upscale import PlannedUpscaler, RoutedUpscaler, routes_by_model
 
 
 @dataclass(frozen=True)
@@ -37,44 +44,61 @@ class PlayOptions:
     reference: Path | None = None
     headless: bool = True
     out: Path | None = None
-    runtime: str = "auto"  # auto: the fastest installed (OpenVINO, then ONNX Runtime)
-    precision: str = "auto"  # auto: int8 where the asset ships it
+    runtime: str = "auto"  # auto: as measured on this machine (fitcast doctor)
+    precision: str = "auto"  # auto: int8 where the asset ships it and it is exact here
     report: Path | None = None
     max_frames: int | None = None
     threads: int = 0
-    # A real-time target (frames per second): frames get deadlines and the player degrades
-    # (easy groups to lanczos first) rather than fall behind.  None: play as fast as possible.
+    # A real-time target (frames per second): frames are due at this rate, the player renders at
+    # most ``queue`` frames ahead of the screen and degrades (easy models skipped first) rather
+    # than fall behind.  None: play as fast as possible.
     target_fps: float | None = None
+    queue: int = 8
     # False: lanczos only (no model is fetched or run): the baseline player.
     sr: bool = True
+    # False: a planned asset plays without its plan (every patch routed by its group, no reuse).
+    plan: bool = True
+    # Seek: start at this segment (segments decode alone, so the frames are those of playing through).
+    start_segment: int = 0
     # x264 CRF of ``out`` (0: lossless in YUV 4:2:0, what a VMAF measurement of the output needs).
     out_crf: int = 18
 
 
-class FrameFeed:
-    """Fetches segments and label maps and decodes frames in a background thread.
+class Frame(NamedTuple):
+    """One decoded frame and what the feed prepared for it."""
 
-    Frames wait in a bounded queue (``depth`` frames), so decoding, the lanczos base
-    of each frame and the next segment's download overlap with the models' work on
-    the other core, and memory stays bounded.
-    Iterating yields ``(segment, index, lr_frame, lanczos_base, labels_of_frame)``.
-    With ``keep_segments`` the segment bytes it read stay in ``segments`` (for the audio
-    of ``--out``), so nothing is fetched twice.
+    segment: Segment
+    index: int  # within the segment
+    lr: np.ndarray
+    base: np.ndarray  # the lanczos upscale
+    labels: np.ndarray  # uint8 [gh, gw]
+    codes: np.ndarray | None  # the plan's route codes, uint8 [gh, gw] (planned assets)
+    motion: np.ndarray | None  # the plan's motion vectors, int8 [gh, gw, 2]
+    feed_seconds: float  # the feed thread's work on it: decode and the lanczos base
+
+
+class FrameFeed:
+    """Fetches segments, label and plan maps and decodes frames in a background thread.
+
+    Frames wait in a bounded queue (``depth`` frames), so decoding, the lanczos base of
+    each frame and the next segment's download overlap with the models' work on the other
+    core, and memory stays bounded.  Iterating yields :class:`Frame`.  With ``keep_segments``
+    the segment bytes it read stay in ``segments`` (for the audio of ``--out``).
     """
 
     _END = object()
 
-    def __init__(self, asset: Asset, manifest: Manifest, init: bytes, *, limit: int, depth: int = 8,
-                 keep_segments: bool = False) -> None:
+    def __init__(self, asset: Asset, init: bytes, *, limit: int, planned: bool, start_segment: int = 0,
+                 depth: int = 8, keep_segments: bool = False) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.segments: list[bytes] = []
         self._keep = keep_segments
-        self._thread = threading.Thread(target=self._run, args=(asset, manifest, init, limit), name="fitcast-feed",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(asset, init, limit, planned, start_segment),
+                                        name="fitcast-feed", daemon=True)
         self._thread.start()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -83,30 +107,42 @@ class FrameFeed:
                 continue
         return False
 
-    def _run(self, asset: Asset, m: Manifest, init: bytes, limit: int) -> None:
+    def _run(self, asset: Asset, init: bytes, limit: int, planned: bool, start_segment: int) -> None:
         try:
-            sent = 0
-            for seg in m.segments:
+            m, sent = asset.manifest, 0
+            for seg in m.segments[start_segment:]:
                 if sent >= limit:
                     break
                 data = asset.read(seg.uri)
                 if self._keep:
                     self.segments.append(data)
                 labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-                for j, lr in enumerate(iter_frames(io.BytesIO(init + data), fmt="mp4")):
+                if labels.shape[0] != seg.frames:
+                    raise InvalidInputError(f"segment {seg.index}: {labels.shape[0]} label maps for {seg.frames} frames")
+                codes = motion = None
+                if planned:
+                    assert m.plan is not None and seg.plan_uri and seg.plan_sha256
+                    codes, motion = load_plan(asset.read(seg.plan_uri, seg.plan_sha256), frames=seg.frames,
+                                              shape=m.grid().shape, routes=len(m.plan.routes))
+                frames = iter_frames(io.BytesIO(init + data), fmt="mp4")
+                for j in range(seg.frames):
                     if sent >= limit:
                         break
-                    if j >= labels.shape[0]:
-                        raise InvalidInputError(f"segment {seg.index} has more frames than its label map")
+                    t0 = time.perf_counter()
+                    lr = next(frames, None)
+                    if lr is None:
+                        break
                     base = upscale(lr, m.scale, "lanczos")
-                    if not self._put((seg, j, lr, base, labels[j])):
+                    frame = Frame(seg, j, lr, base, labels[j], None if codes is None else codes[j],
+                                  None if motion is None else motion[j], time.perf_counter() - t0)
+                    if not self._put(frame):
                         return
                     sent += 1
             self._put(self._END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._put(exc)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Frame]:
         while True:
             item = self._queue.get()
             if item is self._END:
@@ -120,30 +156,72 @@ class FrameFeed:
         self._thread.join(timeout=5)
 
 
+def models_to_run(m: Manifest, options: PlayOptions) -> list[str]:
+    """The models this playback runs: the plan's, or those the groups route to (none without SR)."""
+    if not options.sr:
+        return []
+    if m.plan is not None and options.plan:
+        return [r for r in m.plan.routes if r not in (LANCZOS, REUSE)]
+    return sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
+
+
 def open_sessions(asset: Asset, used: list[str], options: PlayOptions) -> tuple[dict[str, Session], Choice, Choice]:
     """Sessions of the ``used`` models in the precision and runtime chosen for this machine
     (as asked, or by capability and a cached measurement), each run once before timing."""
     m = asset.manifest
+    if not used:
+        none = Choice("none", "default", "no model runs")
+        return {}, none, none
     shipped: dict[str, int | None] = {}  # precision -> the widest int8 weights of the used models
     for e in m.models:
         if e.id in used:
             bits = (e.weight_bits or 8) if e.precision == "int8" else None
             shipped[e.precision] = max(bits or 0, shipped.get(e.precision) or 0) or None
-    precision = precision_choice(options.precision, shipped) if used else Choice("none", "default", "no model runs")
-    if not used:
-        return {}, Choice("none", "default", "no model runs"), precision
+    precision = precision_choice(options.precision, shipped)
     grid = m.grid()
-    window = grid.window
     models = {mid: asset.read_model(m.model(mid, precision.value)) for mid in used}
     heaviest = max(used, key=lambda mid: m.model(mid, precision.value).macs_per_lr_px)
-    batch = grid.patches
     runtime = runtime_choice(options.runtime, precision=precision.value,
-                             probe=lambda rts: time_runtimes(models[heaviest], window, batch, runtimes=rts))
-    sessions = {mid: open_session(data, runtime.value, threads=options.threads, window=window)
+                             probe=lambda rts: time_runtimes(models[heaviest], grid.window, grid.patches, runtimes=rts))
+    sessions = {mid: open_session(data, runtime.value, threads=options.threads, window=grid.window)
                 for mid, data in models.items()}
     for session in sessions.values():  # first runs allocate and plan: keep them out of the timed frames
-        session.run(np.zeros((1, 3, window, window), np.float32))
+        session.run(np.zeros((1, 3, grid.window, grid.window), np.float32))
     return sessions, runtime, precision
+
+
+class Renderer:
+    """One frame at a time, the way the asset says: its plan (planned assets) or its groups' routes."""
+
+    def __init__(self, m: Manifest, sessions: dict[str, Session], options: PlayOptions) -> None:
+        self.planned = m.plan is not None and options.plan and options.sr
+        self.sr = options.sr
+        if self.planned:
+            assert m.plan is not None
+            self.upscaler: Any = PlannedUpscaler(m.grid(), sessions, m.plan.routes)
+            self.models = [r for r in m.plan.routes if r not in (LANCZOS, REUSE)]
+        else:
+            self.upscaler = RoutedUpscaler.for_manifest(m, sessions)
+        self.route_counts: dict[str, int] = {}
+
+    def render(self, frame: Frame, policy: DegradePolicy | None) -> np.ndarray:
+        if self.planned:
+            assert frame.codes is not None and frame.motion is not None
+            if frame.index == 0:
+                self.upscaler.reset()
+            skip = frozenset(self.models[len(self.models) - policy.level:]) if policy and policy.level else frozenset()
+            for code, count in zip(*np.unique(frame.codes, return_counts=True)):
+                route = self.upscaler.routes[int(code)]
+                self.route_counts[route] = self.route_counts.get(route, 0) + int(count)
+            return self.upscaler.upscale(frame.lr, frame.base, frame.codes, frame.motion, skip_models=skip)
+        routes = frame.segment.routes if self.sr else {label: LANCZOS for label in frame.segment.routes}
+        if policy is not None:
+            routes = policy.routes(routes)
+        return self.upscaler.upscale(frame.lr, frame.labels, routes, frame.base)
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.route_counts.values())
+        return {route: n / total for route, n in sorted(self.route_counts.items())} if total else {}
 
 
 def play(
@@ -152,90 +230,121 @@ def play(
     *,
     fetcher: Fetcher | None = None,
     on_frame: Callable[[int, int], None] | None = None,
+    sink: Callable[[Frame, np.ndarray], None] | None = None,
 ) -> dict:
-    """Play the asset at ``location``; return the report dict (also written to ``options.report``)."""
-    asset: Asset = open_asset(location, fetcher)
+    """Play the asset at ``location``; return the report dict (also written to ``options.report``).
+
+    ``on_frame(played, total)`` follows progress; ``sink(frame, hr)`` receives every upscaled
+    frame (a view of a reused buffer: copy what it keeps)."""
+    # 1. open the asset: the manifest (its format checked) and its init section
+    asset = open_asset(location, fetcher)
     m = asset.manifest
-    total_frames = sum(seg.frames for seg in m.segments)
-    if options.max_frames is not None:
-        total_frames = min(total_frames, options.max_frames)
-
-    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)}) if options.sr else []
-    sessions, runtime, precision = open_sessions(asset, used, options)
-    upscaler = RoutedUpscaler.for_manifest(m, sessions)
-
-    ref_iter: Iterator[np.ndarray] | None = None
-    if options.reference is not None:
-        ref_iter = iter_frames(options.reference, crop=tuple(m.crop))
-
-    stats = PlaybackStats(runtime=runtime.value if used else "none", output_size=tuple(m.hr))
     init = asset.read(m.init_uri)
+    if not 0 <= options.start_segment < len(m.segments):
+        raise InvalidInputError(f"no segment {options.start_segment} to start at (the asset has {len(m.segments)})")
+    skipped = sum(seg.frames for seg in m.segments[: options.start_segment])
+    total = min(sum(seg.frames for seg in m.segments) - skipped, options.max_frames or 1 << 62)
+    # 2. sessions of the models to run, in the precision and on the runtime chosen for this machine
+    sessions, runtime, precision = open_sessions(asset, models_to_run(m, options), options)
+    renderer = Renderer(m, sessions, options)
+    # 3. the outputs: reference frames for PSNR, the MP4 (with the rendition's audio), the window
+    ref_iter = iter_frames(options.reference, crop=tuple(m.crop)) if options.reference else None
+    for _ in range(skipped if ref_iter is not None else 0):  # the reference's frames before the start
+        next(ref_iter, None)
     with_audio = options.out is not None and has_audio(init)
-    video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio else options.out
+    video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio and options.out else options.out
     writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps, crf=options.out_crf) if video_out else None
     viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
-    policy = clock = None
-    if options.target_fps:
-        policy = DegradePolicy(interval=1.0 / options.target_fps, k=m.k)
-        clock = Clock(interval=1.0 / options.target_fps)
-    played = 0
-    feed = FrameFeed(asset, m, init, limit=total_frames, keep_segments=with_audio)
+    # 4. real time: frames due at the target rate, a queue of frames ahead, degradation as the safety net
+    clock = PresentationClock(1.0 / options.target_fps, options.queue, options.queue // 2) if options.target_fps \
+        else None
+    policy = DegradePolicy(interval=1.0 / options.target_fps, k=len(renderer.models) if renderer.planned else m.k) \
+        if options.target_fps else None
+    stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=tuple(m.hr))
+    # 5. the frames: decoded and based ahead in the feed thread, upscaled here
+    feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, start_segment=options.start_segment,
+                     keep_segments=with_audio)
     try:
-        current = None
-        t_prev = time.perf_counter()
-        for seg, j, lr, base, labels in feed:
-            if seg is not current:
-                current = seg
-                seg_stats = stats.segment(seg.index)
-            routes = seg.routes if options.sr else {label: LANCZOS for label in seg.routes}
-            if policy is not None:
-                routes = policy.routes(routes)
-            hr = upscaler.upscale(lr, labels, routes, base)
-            if writer is not None:
-                writer.write(hr)
-            t_now = time.perf_counter()
-            seg_stats.frame_seconds.append(t_now - t_prev)
-            if policy is not None and clock is not None:
-                clock.done(played, t_now)
-                if played > 0:  # the first frame also waited for the first segment: start-up, not upscaling
-                    policy.observe(played, t_now - t_prev)
-            if ref_iter is not None:
-                ref = next(ref_iter, None)
-                if ref is None:
-                    raise InvalidInputError("the reference has fewer frames than the asset")
-                if ref.shape != hr.shape:
-                    raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
-                                            f"asset is {hr.shape[1]}x{hr.shape[0]}")
-                seg_stats.psnr_sr.append(psnr_y(hr, ref))
-                seg_stats.psnr_lanczos.append(psnr_y(base, ref))
-            if viewer is not None:
-                psnr = (seg_stats.psnr_sr[-1], seg_stats.psnr_lanczos[-1]) if seg_stats.psnr_sr else None
-                if not viewer.show(hr, base, t_now - t_prev, psnr):
-                    break
-            played += 1
-            if on_frame is not None:
-                on_frame(played, total_frames)
-            t_prev = time.perf_counter()
+        _play_frames(feed, renderer, stats, clock, policy, ref_iter, writer, viewer, on_frame, total, sink)
     finally:
         feed.close()
         if writer is not None:
             writer.close()
         if viewer is not None:
             viewer.close()
-    if with_audio:  # pass the rendition's audio through, cut to the frames played
-        rendition = io.BytesIO(init + b"".join(feed.segments))
-        try:
-            mux_audio(video_out, rendition, options.out)
+    # 6. the audio into --out, and the report
+    if with_audio and video_out is not None and options.out is not None:
+        try:  # the rendition's audio passed through, cut to the frames played
+            mux_audio(video_out, io.BytesIO(init + b"".join(feed.segments)), options.out)
         finally:
             video_out.unlink(missing_ok=True)
-    if clock is not None and policy is not None:
+    return _report(m, stats, clock, policy, renderer, runtime, precision, options)
+
+
+def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, clock: PresentationClock | None,
+                 policy: DegradePolicy | None, ref_iter: Iterator[np.ndarray] | None, writer: VideoWriter | None,
+                 viewer: Viewer | None, on_frame: Callable[[int, int], None] | None, total: int,
+                 sink: Callable[[Frame, np.ndarray], None] | None) -> None:
+    current, seg_stats, played = None, None, 0
+    t_prev = time.perf_counter()
+    for frame in feed:
+        if frame.segment is not current:
+            current, seg_stats = frame.segment, stats.segment(frame.segment.index)
+        if clock is not None:  # a queue slot must be free: waiting for the screen is not upscaling
+            t_prev += clock.wait_for_slot(played)
+        hr = renderer.render(frame, policy)
+        if writer is not None:
+            writer.write(hr)
+        if sink is not None:
+            sink(frame, hr)
+        t_now = time.perf_counter()
+        assert seg_stats is not None
+        # two threads on their own cores: the slower of the two is what a frame costs
+        seg_stats.frame_seconds.append(max(t_now - t_prev, frame.feed_seconds))
+        seg_stats.main_seconds.append(t_now - t_prev)
+        seg_stats.feed_seconds.append(frame.feed_seconds)
+        if clock is not None and policy is not None:
+            behind = clock.done(played, t_now)
+            if played > 0:  # the first frame also waited for the first segment: start-up, not upscaling
+                policy.observe(played, behind, t_now - t_prev)
+        if ref_iter is not None:
+            t_ref = time.perf_counter()
+            ref = next(ref_iter, None)
+            if ref is None:
+                raise InvalidInputError("the reference has fewer frames than the asset")
+            if ref.shape != hr.shape:
+                raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
+                                        f"asset is {hr.shape[1]}x{hr.shape[0]}")
+            seg_stats.psnr_sr.append(psnr_y(hr, ref))
+            seg_stats.psnr_lanczos.append(psnr_y(frame.base, ref))
+            if clock is not None:
+                clock.pause(time.perf_counter() - t_ref)
+        if viewer is not None:
+            psnr = (seg_stats.psnr_sr[-1], seg_stats.psnr_lanczos[-1]) if seg_stats.psnr_sr else None
+            if not viewer.show(hr, frame.base, t_now - t_prev, psnr):
+                break
+        played += 1
+        if on_frame is not None:
+            on_frame(played, total)
+        t_prev = time.perf_counter()
+
+
+def _report(m: Manifest, stats: PlaybackStats, clock: PresentationClock | None, policy: DegradePolicy | None,
+            renderer: Renderer, runtime: Choice, precision: Choice, options: PlayOptions) -> dict:
+    if clock is not None:
         stats.dropped_frames = clock.dropped
     report = stats.to_dict()
-    report["precision"] = precision.value if used else "none"
+    report["precision"] = precision.value
     report["choices"] = {"runtime": runtime.to_dict(), "precision": precision.to_dict()}
-    if policy is not None:
+    report["planned"] = renderer.planned
+    if renderer.planned and m.plan is not None:
+        report["plan"] = {"target_fps": m.plan.target_fps, "device": m.plan.device, "route_shares": renderer.shares(),
+                          "predicted_ms": m.plan.predicted_ms,
+                          "measured_ms": {"median": round(1000 / report["fps_median"], 3)} if report["fps_median"]
+                          else None}
+    if options.target_fps:
         report["target_fps"] = options.target_fps
-        report["degradations"] = policy.events
+        report["degradations"] = policy.events if policy else []
     if options.report is not None:
         from fitcast.storage import atomic_write_text
 

@@ -12,7 +12,9 @@ import numpy as np
 @dataclass
 class SegmentStats:
     index: int
-    frame_seconds: list[float] = field(default_factory=list)
+    frame_seconds: list[float] = field(default_factory=list)  # the slower of the two threads, per frame
+    main_seconds: list[float] = field(default_factory=list)  # routing, models, stitching (the main thread)
+    feed_seconds: list[float] = field(default_factory=list)  # decode and the lanczos base (the feed thread)
     psnr_sr: list[float] = field(default_factory=list)
     psnr_lanczos: list[float] = field(default_factory=list)
 
@@ -44,6 +46,9 @@ class PlaybackStats:
             "fps_p5": _fps(np.percentile(times, 95)) if times.size else None,
             "dropped_frames": self.dropped_frames,
         }
+        if times.size:  # where each frame's time goes
+            out["main_ms_median"] = float(np.median([t for s in self.segments for t in s.main_seconds]) * 1000)
+            out["feed_ms_median"] = float(np.median([t for s in self.segments for t in s.feed_seconds]) * 1000)
         sr = [v for s in self.segments for v in s.psnr_sr]
         if sr:
             out["psnr_y_sr"] = float(np.mean(sr))

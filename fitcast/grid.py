@@ -126,3 +126,32 @@ def load_labels(data: bytes) -> np.ndarray:
     if labels.ndim != 3 or labels.dtype != np.uint8:
         raise InvalidInputError(f"label map has shape {labels.shape} and dtype {labels.dtype}")
     return labels
+
+
+def save_plan(codes: np.ndarray, motion: np.ndarray, predicted_ms: np.ndarray) -> bytes:
+    """Serialise a segment's plan: route codes ``uint8[frames, gh, gw]``, motion vectors
+    ``int8[frames, gh, gw, 2]`` (dy, dx in HR pixels, used by reuse) and the predicted
+    milliseconds of each frame, as a compressed ``.npz``."""
+    codes, motion = np.asarray(codes), np.asarray(motion)
+    if codes.ndim != 3 or codes.dtype != np.uint8 or motion.shape != (*codes.shape, 2) or motion.dtype != np.int8:
+        raise ValueError(f"a plan is uint8[f, gh, gw] codes and int8[f, gh, gw, 2] motion, got "
+                         f"{codes.dtype}{list(codes.shape)} and {motion.dtype}{list(motion.shape)}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, codes=codes, motion=motion, predicted_ms=np.asarray(predicted_ms, np.float32))
+    return buf.getvalue()
+
+
+def load_plan(data: bytes, *, frames: int, shape: tuple[int, int], routes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`save_plan` (codes, motion), checked against what the manifest says."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            codes, motion = npz["codes"], npz["motion"]
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise InvalidInputError(f"not a fitcast plan map: {exc}") from None
+    if (codes.dtype != np.uint8 or codes.shape != (frames, *shape) or motion.shape != (frames, *shape, 2)
+            or motion.dtype != np.int8):
+        raise InvalidInputError(f"plan map has codes {codes.dtype}{list(codes.shape)} and motion "
+                                f"{motion.dtype}{list(motion.shape)}, expected [{frames}, {shape[0]}, {shape[1]}]")
+    if codes.size and int(codes.max()) >= routes:
+        raise InvalidInputError(f"plan map uses route code {int(codes.max())}, the plan has {routes} routes")
+    return codes, motion

@@ -11,16 +11,18 @@ import lzma
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitcast.errors import ManifestError, UnsupportedFormatError
 from fitcast.grid import Grid
+from fitcast.options import Method
 
-FORMAT = "fitcast/1"
-SUPPORTED_MAJOR = 1
+FORMAT = "fitcast/1"  # an asset without a plan: every frame routed by its patches' groups
+FORMAT_PLANNED = "fitcast/2"  # a planned asset: routes per patch and frame, reuse (readers of /1 refuse it)
+SUPPORTED_MAJORS = (1, 2)
 LANCZOS = "lanczos"
+REUSE = "reuse"  # a patch keeps the last frame's detail, moved by its motion vector
 
-Method = Literal["stdo", "jstdo", "dydca", "generic"]
 
 
 class _Model(BaseModel):
@@ -103,6 +105,25 @@ class Segment(_Model):
     labels_sha256: str
     routes: dict[str, str]
     quality: SegmentQuality | None = None
+    # fitcast/2, a planned asset: every frame's route per patch (codes into ``Plan.routes``) and
+    # motion vectors (``save_plan``), and the segment's planned PSNR-Y.
+    plan_uri: str | None = None
+    plan_sha256: str | None = None
+    psnr_y_planned: float | None = None
+
+
+class Plan(_Model):
+    """What a planned asset was planned for (fitcast/2): the device, the rate, the queue, and
+    the frame times predicted there.  ``routes`` names the codes of the segments' plan maps."""
+
+    target_fps: float
+    queue_frames: int  # frames the player may render ahead of the screen
+    prebuffer_frames: int  # intervals the first frame waits before it is shown (the start-up buffer)
+    headroom: float
+    device: str
+    profile_sha256: str
+    routes: list[str]
+    predicted_ms: dict[str, float]  # median, p95, max over the asset's frames
 
 
 class Bits(_Model):
@@ -112,6 +133,7 @@ class Bits(_Model):
     models: int
     labels: int
     audio: int = 0
+    plans: int = 0  # a planned asset's plan maps (routes and motion per patch and frame)
 
 
 class Manifest(_Model):
@@ -131,6 +153,7 @@ class Manifest(_Model):
     models: list[ModelEntry]
     segments: list[Segment]
     bits: Bits
+    plan: Plan | None = None
 
     @field_validator("format")
     @classmethod
@@ -144,6 +167,28 @@ class Manifest(_Model):
         if value not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, not {value}")
         return value
+
+    @model_validator(mode="after")
+    def _playable(self) -> "Manifest":
+        """Refuse what this reader cannot play correctly: a route it does not know, a plan missing
+        from a planned asset (rather than show wrong pixels)."""
+        known = {e.id for e in self.models} | {LANCZOS}
+        for seg in self.segments:
+            for label, route in seg.routes.items():
+                if route not in known:
+                    raise ValueError(f"segment {seg.index} routes group {label} to {route!r}, which this reader "
+                                     "does not know")
+        if self.major >= 2:
+            if self.plan is None or any(seg.plan_uri is None or seg.plan_sha256 is None for seg in self.segments):
+                raise ValueError(f"a {self.format} asset needs its plan and every segment's plan map")
+            unknown = [r for r in self.plan.routes if r not in known | {REUSE}]
+            if unknown:
+                raise ValueError(f"the plan uses routes {unknown} that this reader does not know")
+        return self
+
+    @property
+    def major(self) -> int:
+        return int(_FORMAT_RE.match(self.format).group(1))  # type: ignore[union-attr]
 
     def model(self, model_id: str, precision: str = "auto") -> ModelEntry:
         """The entry of ``model_id`` in ``precision``; ``auto`` prefers int8, then fp32.
@@ -181,10 +226,10 @@ def check_format(value: str) -> None:
     if not match:
         raise ManifestError(f"not a fitcast manifest: format {value!r}")
     major = int(match.group(1))
-    if major != SUPPORTED_MAJOR:
-        raise UnsupportedFormatError(
-            f"manifest format {value!r} is not supported by this reader (knows fitcast/{SUPPORTED_MAJOR})"
-        )
+    if major not in SUPPORTED_MAJORS:
+        known = ", ".join(f"fitcast/{m}" for m in SUPPORTED_MAJORS)
+        raise UnsupportedFormatError(f"manifest format {value!r} is not supported by this reader (knows {known}): "
+                                     "update fitcast to play it")
 
 
 def parse(text: str | bytes) -> Manifest:

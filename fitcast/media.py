@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from fitcast.errors import MediaError, ToolError, UnsupportedMediaError
+from fitcast.lanczos import lanczos4
 
 # Demuxers fitcast accepts for uploads: PyAV's format names are comma-joined lists.
 ALLOWED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts"})
@@ -242,10 +243,14 @@ def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def upscale(lr: np.ndarray, scale: int, method: str = "lanczos") -> np.ndarray:
-    """Classic upscaling of a whole frame: ``lanczos`` (cv2 Lanczos4) or ``bicubic``."""
-    interp = {"lanczos": cv2.INTER_LANCZOS4, "bicubic": cv2.INTER_CUBIC}[method]
+    """Classic upscaling of a whole frame: ``lanczos`` (OpenCV's Lanczos-4 weights, separable:
+    :mod:`fitcast.lanczos`) or ``bicubic``; every model's residual is added to the lanczos one."""
+    if method == "lanczos":
+        return lanczos4(lr, scale)
+    if method != "bicubic":
+        raise ValueError(f"unknown upscaling {method!r}")
     h, w = lr.shape[:2]
-    return cv2.resize(lr, (w * scale, h * scale), interpolation=interp)
+    return cv2.resize(lr, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
 # --------------------------------------------------------------------------- ffmpeg

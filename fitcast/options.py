@@ -9,6 +9,7 @@ them so).  The method and preset names exist here once; what each method and pre
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,6 +42,9 @@ class UploadOptions(BaseModel):
     crf: Annotated[int, Field(ge=0, le=51, description="x264 CRF of the LR rendition")] = 23
     segment_seconds: Annotated[float, Field(ge=0.5, le=20, description="HLS segment length")] = 2.0
     preset: Annotated[PresetName, Field(description="model size and training budget")] = "balanced"
+    target_fps: Annotated[float | None, Field(ge=0, le=240, description=(
+        "plan every frame's routes to play at this rate on the target device (the shipped reference "
+        "profile unless an encode names one); 0: no plan; default: the source's frame rate"))] = None
 
 
 class EncodeOptions(UploadOptions):
@@ -65,6 +69,12 @@ class EncodeOptions(UploadOptions):
     # stdo/jstdo: start training from the shipped generic model (sr_models/weights) instead of from
     # scratch.  None (auto): whenever the preset's network is the generic one (see sr_models.recipes).
     warm_start: bool | None = None
+    # The device a plan is made for (a `fitcast profile-device` file; None: the shipped reference
+    # profile), the frames its player may render ahead, and the share of each frame's interval the
+    # plan leaves free for what predictions miss.
+    device_profile: Path | None = None
+    plan_queue: Annotated[int, Field(ge=1, le=120)] = 8
+    plan_headroom: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.15
 
     @model_validator(mode="after")
     def _consistent(self) -> "EncodeOptions":

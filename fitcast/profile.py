@@ -8,12 +8,18 @@ by the architecture search and the encoder.  One format constant, one reader.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fitcast.errors import InvalidInputError
 
 PROFILE_FORMAT = "fitcast-device-profile/1"
+# What the encoder plans for when no profile is named: `fitcast profile-device --plan-scales 2,3,4`
+# on a 2-core x86 (the reference player's class of device), shipped with the package.
+REFERENCE_PROFILE = Path(__file__).with_name("profiles") / "reference-x86-2core.json"
 
 
 def load_profile(path: Path, *, need_layers: bool = True) -> dict[str, Any]:
@@ -30,3 +36,99 @@ def load_profile(path: Path, *, need_layers: bool = True) -> dict[str, Any]:
         raise InvalidInputError(f"{path}: has no layer table (profile it with `fitcast profile-device` "
                                 "without a bundle)")
     return doc
+
+
+# ----------------------------------------------------------------------------- plan costs
+# A machine profile's "plan" section holds what the encoder's planner needs to predict a frame
+# of *any* asset on the device: whole networks timed at a few batch sizes (per scale) and the
+# player's own per-frame work at a few output sizes.  ``RouteCosts`` is that prediction for one
+# asset: the costs the planner spends its budget on.
+
+PLAN_WINDOW = 40  # LR window side the plan networks are timed at (32-pixel patches, halo 4)
+
+
+@dataclass(frozen=True)
+class RouteCosts:
+    """Predicted milliseconds of one frame's work on the target device."""
+
+    frame_ms: float  # every frame, on the player's critical path: the canvas add and the bookkeeping
+    move_ms: float  # per patch whose detail moves (reuse with a non-zero vector)
+    zero_ms: float  # per patch reset to lanczos
+    call_ms: tuple[float, ...]  # per model run (once per frame it has patches)
+    window_ms: tuple[float, ...]  # per patch window through each model
+    feed_ms: float = 0.0  # decode and the lanczos base, beside the models (another thread)
+
+    def frame(self, counts: list[int], *, moved: int, zeroed: int) -> float:
+        """Predicted milliseconds of a frame with ``counts[m]`` windows through model m."""
+        ms = self.frame_ms + self.zero_ms * zeroed + self.move_ms * moved
+        return ms + sum(c + n * w for c, w, n in zip(self.call_ms, self.window_ms, counts) if n)
+
+
+def conv_macs_per_lr_px(widths: list[int], scale: int) -> int:
+    """Multiply-accumulates per LR pixel of the 3x3 conv chain 3 -> widths... -> 3s^2 of fitcast's
+    networks (the one formula: the models, the search, its latency predictor and the planner)."""
+    chans = [3, *widths, 3 * scale * scale]
+    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
+
+
+def network_features(widths: list[int], scale: int) -> np.ndarray:
+    """What a network's time per window depends on: 1, MACs per LR pixel / 1000, convolutions,
+    summed hidden widths (the activations written and read)."""
+    return np.array([1.0, conv_macs_per_lr_px(widths, scale) / 1000.0, len(widths) + 1.0, float(sum(widths))])
+
+
+def arch_widths(arch: dict[str, Any]) -> list[int]:
+    """The hidden widths of a shipped network (``espcn_r``: channels x (body + 1); ``espcn_w``)."""
+    if "widths" in arch:
+        return [int(w) for w in arch["widths"]]
+    return [int(arch["channels"])] * (int(arch["body"]) + 1)
+
+
+def fit_network_costs(rows: list[dict[str, Any]]) -> tuple[float, np.ndarray]:
+    """Least squares ``ms = call + batch * (window / PLAN_WINDOW)^2 * features . beta`` over timed
+    networks (rows of ``scale, widths, window, batch, ms``); returns (call ms, beta)."""
+    x = np.stack([np.concatenate([[1.0], r["batch"] * (r["window"] / PLAN_WINDOW) ** 2
+                                  * network_features(r["widths"], r["scale"])]) for r in rows])
+    y = np.array([r["ms"] for r in rows])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return max(0.0, float(coef[0])), coef[1:]
+
+
+def route_costs(profile: dict[str, Any], *, scale: int, output: tuple[int, int], window: int, patches: int,
+                archs: list[dict[str, Any]]) -> RouteCosts:
+    """The costs of one asset's routes on the profiled device (the profile's ``plan`` section)."""
+    plan = profile.get("plan")
+    if not plan:
+        raise InvalidInputError("the device profile has no plan costs: measure it with a newer "
+                                "`fitcast profile-device` (without a bundle)")
+    rows = [r for r in plan["networks"] if int(r["scale"]) == scale]
+    if len(rows) < 6:
+        raise InvalidInputError(f"the device profile has too few networks timed at x{scale} "
+                                f"(profile-device --plan-scales {scale})")
+    model_costs = [network_cost(rows, arch_widths(a), scale, window) for a in archs]
+    frames = [f for f in plan["player"] if int(f["scale"]) == scale] or plan["player"]
+    pixels = output[0] * output[1]
+    near = min(frames, key=lambda f: abs(np.log(f["output"][0] * f["output"][1] / pixels)))
+    grow = pixels / (near["output"][0] * near["output"][1])  # frame work scales with its pixels
+    per_patch = near["patches"] / max(1, patches) * grow  # patch work with the pixels of one patch
+    return RouteCosts(frame_ms=near["frame_ms"] * grow, move_ms=near["move_ms"] * per_patch,
+                      zero_ms=near["zero_ms"] * per_patch, call_ms=tuple(c for c, _ in model_costs),
+                      window_ms=tuple(w for _, w in model_costs),
+                      feed_ms=near["feed_ms"] * grow)
+
+
+def network_cost(rows: list[dict[str, Any]], widths: list[int], scale: int, window: int) -> tuple[float, float]:
+    """(call ms, ms per window) of a network at ``window`` on the profiled device: a line through
+    its own timings when the profile timed these widths (every preset's networks), else the
+    least-squares model over all timed networks; per-window cost grows with the window's area."""
+    own = [r for r in rows if int(r["scale"]) == scale and [int(w) for w in r["widths"]] == list(widths)]
+    area = (window / PLAN_WINDOW) ** 2
+    if len(own) >= 2:
+        n = np.array([r["batch"] for r in own], float)
+        ms = np.array([r["ms"] for r in own], float)
+        slope, call = np.polyfit(n, ms, 1)
+        if call < 0:  # a line through the origin
+            slope, call = float(n @ ms / (n @ n)), 0.0
+        return float(call), float(slope) * area
+    call, beta = fit_network_costs([r for r in rows if int(r["scale"]) == scale])
+    return call, max(1e-3, float(network_features(widths, scale) @ beta)) * area

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from fitcast.grid import Grid
-from fitcast.manifest import LANCZOS, Manifest
+from fitcast.manifest import LANCZOS, REUSE, Manifest
 from fitcast.media import upscale
 from fitcast.runtime import Session
 
@@ -134,3 +134,96 @@ def select_patches(base: np.ndarray, sr: np.ndarray, labels: np.ndarray, routes:
     ps = grid.hr_patch
     mask = np.repeat(np.repeat(use_model, ps, axis=0), ps, axis=1)[: base.shape[0], : base.shape[1]]
     return np.where(mask[..., None], sr, base)
+
+
+# The largest shift (HR pixels, each axis) a reused patch may take its detail from.
+MAX_MOTION = 64
+
+
+def residual_to_int16(residual: np.ndarray) -> np.ndarray:
+    """Model residuals (float32, HR units of 0..255) rounded to int16, as the residual canvas holds
+    them (adding the rounded residual to an integer base gives the same pixels as rounding after)."""
+    n, ps = residual.shape[0], residual.shape[1]
+    flat = np.ascontiguousarray(residual, dtype=np.float32).reshape(n * ps, ps, 3)
+    return cv2.add(flat, 0.0, dtype=cv2.CV_16S).reshape(residual.shape)
+
+
+class PlannedUpscaler:
+    """Upscale the frames of a *planned* asset: each patch of each frame takes the route its
+    plan names, and detail can be carried over from the last frame instead of recomputed.
+
+    The state between frames is the **residual canvas** R (int16, HR): what the last frame
+    added to its lanczos base.  For each frame and patch, the plan's code is a route:
+
+    - ``lanczos``: R[p] = 0;
+    - ``reuse``: R[p] = the last frame's R at p moved by the patch's motion vector (dy, dx HR
+      pixels; (0, 0) leaves it as it is): the detail follows the content;
+    - a model id: R[p] = that model's residual for the patch (models run once per frame on the
+      batch of their patches).
+
+    The frame is then ``saturate(base + R)``.  A segment's first frame starts from R = 0 (its
+    plan never says reuse), so segments decode alone and seeking gives the pixels of playing
+    through.  The encoder plans with this very class, so the player reproduces its pixels.
+    """
+
+    def __init__(self, grid: Grid, sessions: Mapping[str, Session], routes: list[str]) -> None:
+        self.grid = grid
+        self.sessions = dict(sessions)
+        self.routes = list(routes)
+        self.models = [(code, r) for code, r in enumerate(self.routes) if r not in (LANCZOS, REUSE)]
+        missing = [r for _, r in self.models if r not in self.sessions]
+        if missing:
+            raise ValueError(f"no session for the planned models {missing}")
+        self.lanczos_code = self.routes.index(LANCZOS) if LANCZOS in self.routes else -1
+        self.reuse_code = self.routes.index(REUSE) if REUSE in self.routes else -1
+        ps, m = grid.hr_patch, MAX_MOTION
+        # the canvas sits in a zero margin: detail moved in from outside the frame is none
+        self._full = np.zeros((grid.gh * ps + 2 * m, grid.gw * ps + 2 * m, 3), np.int16)
+        self.canvas = self._full[m : m + grid.gh * ps, m : m + grid.gw * ps]
+        self.blocks = self.canvas.reshape(grid.gh, ps, grid.gw, ps, 3).transpose(0, 2, 1, 3, 4)
+        n, w = grid.patches, grid.window
+        self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
+        self._residuals = np.empty((n, ps, ps, 3), np.float32)
+        self.out = np.empty((grid.lr_h * grid.scale, grid.lr_w * grid.scale, 3), np.uint8)
+
+    def reset(self) -> None:
+        """Start of a segment: no detail to carry over."""
+        self.canvas[:] = 0
+
+    def model_residuals(self, model_id: str, windows: np.ndarray) -> np.ndarray:
+        """int16 residual blocks ``[n, Ps, Ps, 3]`` of ``model_id`` for LR ``windows`` ``[n, W, W, 3]``."""
+        res = run_residual(self.sessions[model_id], windows, self.grid, self.buffers[model_id], self._residuals)
+        return residual_to_int16(res)
+
+    def moved(self, rows: np.ndarray, cols: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        """The current canvas's blocks at (rows, cols) moved by ``motion`` ``[n, 2]`` (dy, dx): a copy."""
+        ps, m = self.grid.hr_patch, MAX_MOTION
+        dy = np.clip(motion[:, 0].astype(np.int64), -m, m)
+        dx = np.clip(motion[:, 1].astype(np.int64), -m, m)
+        view = np.lib.stride_tricks.sliding_window_view(self._full, (ps, ps), axis=(0, 1))
+        return view[m + rows * ps + dy, m + cols * ps + dx].transpose(0, 2, 3, 1).copy()
+
+    def upscale(self, lr: np.ndarray, base: np.ndarray, codes: np.ndarray, motion: np.ndarray | None = None,
+                *, skip_models: frozenset[str] = frozenset()) -> np.ndarray:
+        """The HR frame for ``codes`` (uint8 ``[gh, gw]``, indices into ``routes``) and ``motion``
+        (int8 ``[gh, gw, 2]``, used by reuse); a view into a reused buffer: copy it to keep it.
+        ``skip_models`` (the player's safety net) leaves those models' patches as reused detail."""
+        if motion is not None and self.reuse_code >= 0:
+            rows, cols = np.nonzero((codes == self.reuse_code) & motion.any(axis=-1))
+            if rows.size:  # read every moved block before anything is overwritten
+                self.blocks[rows, cols] = self.moved(rows, cols, motion[rows, cols])
+        if self.lanczos_code >= 0:
+            self.blocks[codes == self.lanczos_code] = 0
+        if self.models:
+            windows = None
+            for code, model_id in self.models:
+                if model_id in skip_models:
+                    continue
+                rows, cols = np.nonzero(codes == code)
+                if rows.size == 0:
+                    continue
+                if windows is None:
+                    windows = self.grid.windows(self.grid.pad(lr))
+                self.blocks[rows, cols] = self.model_residuals(model_id, windows[rows, cols])
+        h, w = self.out.shape[:2]
+        return cv2.add(base, self.canvas[:h, :w], dst=self.out, dtype=cv2.CV_8U)

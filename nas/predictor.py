@@ -21,14 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from sr_models.archs.espcn import conv_macs_per_lr_px
+from fitcast.profile import network_features as features  # the same terms as the planner's cost model
 
 FEATURES = ("one", "kmacs_per_lr_px", "convs", "sum_widths")
-
-
-def features(widths: list[int], scale: int) -> np.ndarray:
-    macs = conv_macs_per_lr_px(widths, scale)
-    return np.array([1.0, macs / 1000.0, len(widths) + 1.0, float(sum(widths))])
 
 
 def table_networks(profile: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,9 +21,11 @@ writes too) with ``target``, ``layers``, ``networks`` and ``overhead_ms``.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -109,16 +111,7 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
     lw, lh = target.lr
     grid = Grid(lw, lh, target.patch, target.halo, target.scale)
     ps = target.patch * target.scale
-
-    class _Free:  # a model that costs nothing: returns a zero residual of the right shape
-        def run(self, x: np.ndarray) -> np.ndarray:
-            out = getattr(self, "_out", None)
-            if out is None or out.shape[0] != x.shape[0]:
-                o = ps + 2 * target.halo * target.scale
-                self._out = out = np.zeros((x.shape[0], 3, o, o), np.float32)
-            return out
-
-    up = RoutedUpscaler(grid, {"m": _Free()})
+    up = RoutedUpscaler(grid, {"m": _Free(ps + 2 * target.halo * target.scale)})
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 255, (lh, lw, 3), dtype=np.uint8)
     labels = np.zeros((grid.gh, grid.gw), np.uint8)
@@ -126,10 +119,160 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
     return _timer(lambda: up.upscale(lr, labels, {"0": "m"}, base), runs=runs)
 
 
+class _Free:
+    """A model that costs nothing: a zero residual of the right shape (to time the player's own work)."""
+
+    def __init__(self, out_side: int) -> None:
+        self.side, self._out = out_side, np.zeros((0, 3, out_side, out_side), np.float32)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self._out.shape[0] != x.shape[0]:
+            self._out = np.zeros((x.shape[0], 3, self.side, self.side), np.float32)
+        return self._out
+
+
+# What the planner's costs come from: every network a preset ships (each dydca branch of k = 2
+# and 3, each stdo/jstdo network), timed as it is, plus a spread for networks the table lacks
+# (searched ones), each at a few batch sizes.
+PLAN_NETWORKS = ([8, 8], [16, 16], [16, 16, 16], [24, 24, 24], [32, 32, 32], [40, 40, 40, 40], [48, 48, 48, 48],
+                 [56, 56, 56, 56, 56], [8], [16], [32], [24, 24], [48, 48])
+PLAN_BATCHES = (8, 32, 128)
+PLAN_OUTPUTS = {2: ((1280, 720), (1920, 1080)), 3: ((1920, 1080),), 4: ((1920, 1080),)}
+PLAN_PATCH = 32
+
+
+@contextmanager
+def feed_load(scale: int, output: tuple[int, int], fps: float = 30.0) -> Iterator[None]:
+    """While the block runs, a thread does what the player's feed thread does beside the models:
+    decode a frame and upscale its lanczos base at ``output`` size, ``fps`` times a second."""
+    import io
+
+    from fitcast.media import iter_frames, upscale
+
+    lw, lh = output[0] // scale, output[1] // scale
+    clip = _smooth_clip(lw, lh, frames=_DECODE_FRAMES)
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            for lr in iter_frames(io.BytesIO(clip), fmt="mp4"):
+                t0 = time.perf_counter()
+                upscale(lr, scale, "lanczos")
+                if stop.wait(max(0.0, 1.0 / fps - (time.perf_counter() - t0))):
+                    return
+
+    thread = threading.Thread(target=work, name="fitcast-feed-load", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def plan_networks(scale: int, *, runtime: str, precision: str, runs: int, say: Callable[[str], None],
+                  networks: tuple[list[int], ...] = PLAN_NETWORKS) -> list[dict[str, Any]]:
+    """Whole networks timed at the plan window and a few batch sizes, in context: the median of
+    runs while a feed thread decodes and upscales beside them as the player's does (the planner's
+    per-window and per-call costs are fitted on these)."""
+    import torch
+
+    from fitcast.profile import PLAN_WINDOW
+    from sr_models.archs import build_from_spec
+
+    x = np.random.default_rng(scale).random((max(PLAN_BATCHES), 3, PLAN_WINDOW, PLAN_WINDOW), dtype=np.float32)
+    rows = []
+    for widths in networks:
+        net = build_from_spec({"name": "espcn_w", "scale": scale, "widths": list(widths)})
+        torch.nn.init.normal_(net.tail.weight, std=0.05)
+        session = _session_for(net, x, runtime, precision, PLAN_WINDOW)
+        with feed_load(scale, PLAN_OUTPUTS[scale][0]):
+            times = {n: _timer(lambda: session.run(x[:n]), runs=runs, statistic="median") for n in PLAN_BATCHES}
+        for n, ms in times.items():
+            rows.append({"scale": scale, "widths": list(widths), "window": PLAN_WINDOW, "batch": n, "ms": round(ms, 4)})
+        say(f"plan: x{scale} network {list(widths)} timed")
+    return rows
+
+
+def plan_player(scale: int, output: tuple[int, int], *, runs: int) -> dict[str, Any]:
+    """The player's own work for a planned asset at ``output`` size: a frame that reuses everything
+    in place, what each moved or reset patch adds, and the feed thread's decode and lanczos base."""
+    from fitcast.grid import Grid
+    from fitcast.manifest import LANCZOS, REUSE
+    from fitcast.media import upscale
+    from fitcast.upscale import PlannedUpscaler
+
+    grid = Grid(output[0] // scale, output[1] // scale, PLAN_PATCH, 4, scale)
+    free = _Free(grid.window * scale)
+    up = PlannedUpscaler(grid, {"m": free}, [LANCZOS, REUSE, "m"])
+    lr = np.random.default_rng(0).integers(0, 255, (grid.lr_h, grid.lr_w, 3), dtype=np.uint8)
+    base = upscale(lr, scale, "lanczos")
+    reuse = np.full(grid.shape, 1, np.uint8)
+    still, moved = np.zeros((*grid.shape, 2), np.int8), np.full((*grid.shape, 2), 3, np.int8)
+    frame = _timer(lambda: up.upscale(lr, base, reuse, still), runs=runs)
+    move = _timer(lambda: up.upscale(lr, base, reuse, moved), runs=runs)
+    zero = _timer(lambda: up.upscale(lr, base, np.zeros(grid.shape, np.uint8), still), runs=runs)
+    feed = decode_ms(grid.lr_w, grid.lr_h, runs=max(3, runs // 3)) + _timer(lambda: upscale(lr, scale, "lanczos"),
+                                                                           runs=runs)
+    n = grid.patches
+    return {"scale": scale, "output": list(output), "patch": PLAN_PATCH, "patches": n, "frame_ms": round(frame, 4),
+            "move_ms": round(max(0.0, move - frame) / n, 5), "zero_ms": round(max(0.0, zero - frame) / n, 5),
+            "feed_ms": round(feed, 4)}
+
+
+def decode_ms(width: int, height: int, *, runs: int) -> float:
+    """Milliseconds to decode one frame of H.264 at ``width`` x ``height``: the mean over a short
+    clip of smooth moving content at CRF 23 (what an LR rendition is), intra frame included."""
+    import io
+
+    from fitcast.media import iter_frames
+
+    clip = _smooth_clip(width, height, frames=_DECODE_FRAMES)
+    return _timer(lambda: sum(1 for _ in iter_frames(io.BytesIO(clip), fmt="mp4")), runs=runs) / _DECODE_FRAMES
+
+
+_DECODE_FRAMES = 12
+
+
+def _smooth_clip(width: int, height: int, *, frames: int) -> bytes:
+    """A few frames of blurred noise panning across, x264 CRF 23, as an MP4 in memory."""
+    import io
+
+    import av
+    import cv2
+
+    field = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (height * 2, width * 2, 3), dtype=np.uint8),
+                             (0, 0), 3)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "23"}
+        for i in range(frames):
+            frame = np.ascontiguousarray(field[i * 2 : i * 2 + height, i * 3 : i * 3 + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def plan_section(*, runtime: str, precision: str, scales: tuple[int, ...], runs: int, say: Callable[[str], None],
+                 networks: tuple[list[int], ...] = PLAN_NETWORKS,
+                 outputs: dict[int, tuple[tuple[int, int], ...]] = PLAN_OUTPUTS) -> dict[str, Any]:
+    """The plan costs of a device (``fitcast-device-profile/1``'s ``plan`` section)."""
+    rows = [row for s in scales for row in plan_networks(s, runtime=runtime, precision=precision, runs=runs,
+                                                         say=say, networks=networks)]
+    player = [plan_player(s, out, runs=runs) for s in scales for out in outputs[s]]
+    say("plan: the player's own work timed")
+    return {"runtime": runtime, "precision": precision, "networks": rows, "player": player}
+
+
 def profile_device(target: Target, *, runtime: str = "auto", precision: str = "int8", runs: int = 10,
                    widths: tuple[int, ...] = WIDTHS, networks: int = 10, seed: int = 0, statistic: str = "min",
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure the candidate layers, a sample of whole networks and the frame overhead."""
+                   plan_scales: tuple[int, ...] = (2,), progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure the candidate layers, a sample of whole networks and the frame overhead (for the
+    search), and the plan costs at ``plan_scales`` (for the encoder's planner; () for none)."""
     from fitcast.runtime import resolve_runtime
     from fitcast.machine import machine
 
@@ -159,4 +302,5 @@ def profile_device(target: Target, *, runtime: str = "auto", precision: str = "i
             "statistic": statistic, "runs": runs,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target.to_dict(),
             "overhead_ms": round(frame_overhead_ms(target, runs), 4), "layers": layers, "networks": nets,
-            "entries": []}
+            "entries": [], **({"plan": plan_section(runtime=runtime, precision=precision, scales=plan_scales, runs=runs,
+                                                    say=say)} if plan_scales else {})}

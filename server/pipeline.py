@@ -10,6 +10,7 @@ encode`` and by the service's job worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -23,8 +24,9 @@ import numpy as np
 from chunking.groups import assign_groups
 from chunking.score import lanczos_psnr_y, patch_sse_y
 from fitcast.errors import InvalidInputError, MediaError
-from fitcast.grid import Grid, save_labels
-from fitcast.manifest import FORMAT, LANCZOS, Bits, Manifest, ModelEntry, PatchSpec, Segment, SegmentQuality, compress_model
+from fitcast.grid import Grid, save_labels, save_plan
+from fitcast.manifest import (FORMAT, FORMAT_PLANNED, LANCZOS, Bits, Manifest, ModelEntry, PatchSpec, Plan, Segment,
+                              SegmentQuality, compress_model)
 from fitcast.media import HlsEncoder, Limits, MediaInfo, audio_bytes, center_crop, downscale, h264_codec_string, iter_frames, probe, upscale
 from fitcast.metrics import psnr_y, ssim_y
 from fitcast.options import EncodeOptions
@@ -33,6 +35,7 @@ from fitcast.runtime import OrtSession
 from fitcast.storage import AssetLayout, atomic_dir, atomic_write_text, put_content, validate_asset_id
 from fitcast.upscale import RoutedUpscaler, select_patches
 from server.compute import Executor, InlineExecutor
+from server.planning import PlanResult, plan_frames, plan_target
 from server.report import write_report
 from sr_models.recipes import PRESETS, Recipe, SampleFiles, ShippedModel, receptive_radius, recipe_for
 
@@ -45,12 +48,13 @@ StageProgress = Callable[[float], None]
 # Stage weights for the overall progress fraction.
 STAGES: dict[str, float] = {
     "probe": 0.01,
-    "transcode": 0.09,
-    "analyse": 0.08,
-    "sample": 0.04,
-    "train": 0.60,
+    "transcode": 0.08,
+    "analyse": 0.06,
+    "sample": 0.03,
+    "train": 0.55,
     "export": 0.02,
-    "evaluate": 0.15,
+    "evaluate": 0.12,
+    "plan": 0.12,
     "publish": 0.01,
 }
 
@@ -74,12 +78,14 @@ def encode(
     run = StageRunner(progress)
     clear_leftovers(layout.root)
 
-    # 1. probe: the source against the limits; crop and sizes
+    # 1. probe: the source against the limits; crop and sizes; what a plan is made for
     src = run("probe", probe_source, Path(source), options, patch=patch, limits=limits)
+    grid = Grid(src.lr[0], src.lr[1], patch, receptive_radius(arch), options.scale)
+    target = plan_target(options.device_profile, asked_fps=options.target_fps, source_fps=float(src.fps), grid=grid,
+                         queue=options.plan_queue, headroom=options.plan_headroom)
     # 2. transcode: HR crop -> LR -> H.264 HLS, one closed GOP per segment (published: the LR stream plays)
     rendition = run("transcode", transcode, src, layout.hls, options)
     # 3. analyse: the difficulty of every patch of the *decoded* LR, k quantile groups
-    grid = Grid(src.lr[0], src.lr[1], patch, receptive_radius(arch), options.scale)
     analysis = run("analyse", analyse, src, rendition, grid, options.k)
     # 4. sample: (LR window, HR residual over lanczos) training pairs per group
     samples = run("sample", sample, src, rendition, analysis, recipe, per_group=preset.samples_per_group,
@@ -94,14 +100,84 @@ def encode(
     # 7. evaluate: the player's pixels, the per-segment do-no-harm gate, the quality numbers
     evaluation = run("evaluate", evaluate, src, rendition, analysis, models, recipe.group_models(analysis.k),
                      int8=options.int8)
-    # 8. publish: sr/ (models, labels, manifest), then report/
-    manifest = run("publish", publish, layout.sr, asset_id, src, rendition, analysis, models, evaluation,
+    # 8. plan: every frame's route per patch for the target device and rate (none with target fps 0)
+    plan = run("plan", plan_frames, src, rendition, analysis, models, target, int8=options.int8) if target else None
+    # 9. publish: sr/ (models, labels, plans, manifest), then report/
+    manifest = run("publish", publish, layout.sr, asset_id, src, rendition, analysis, models, evaluation, plan,
                    method=recipe.name, int8=options.int8)
-    report = quality_report(options, src, rendition, analysis, models, trained, evaluation, manifest,
+    report = quality_report(options, src, rendition, analysis, models, trained, evaluation, plan, manifest,
                             arch=arch, warm_start=recipe.warm_start(options, preset), seconds=run.seconds)
     write_report(layout.report, report)
     shutil.rmtree(layout.work, ignore_errors=True)
     return manifest
+
+
+def replan(source: str | Path, asset_dir: str | Path, *, target_fps: float | None = None,
+           device_profile: Path | None = None, queue: int = 8, headroom: float = 0.15,
+           progress: ProgressFn | None = None) -> Manifest:
+    """Plan an encoded asset again, for another device or rate, with the models it ships (no
+    training): the plan stage on what the asset published, then sr/ and the report again.
+    ``source`` is the video the asset was encoded from (the planner measures against it)."""
+    layout = AssetLayout(Path(asset_dir))
+    # 1. read back what the encode published: the manifest, the rendition, the groups, the models
+    old = published(layout, Path(source))
+    target = plan_target(device_profile, asked_fps=target_fps, source_fps=float(old.src.fps), grid=old.analysis.grid,
+                         queue=queue, headroom=headroom)
+    if target is None:
+        raise InvalidInputError("replan needs a rate to plan for (--target-fps above 0)")
+    run = StageRunner(progress)
+    # 2. plan every frame for the new target
+    plan = run("plan", plan_frames, old.src, old.rendition, old.analysis, old.models, target, int8=old.int8)
+    # 3. publish sr/ again and the report's plan
+    manifest = run("publish", publish, layout.sr, old.manifest.asset_id, old.src, old.rendition, old.analysis,
+                   old.models, old.evaluation, plan, method=old.manifest.method, int8=old.int8)
+    report = json.loads((layout.report / "quality.json").read_text())
+    report["plan"] = plan_report(plan, report["psnr_y_sr"] - report["psnr_y_lanczos"], report["psnr_y_lanczos"])
+    report["frame_psnr_y"]["planned"] = plan.frame_psnr
+    report["seconds"]["replan"] = run.seconds["total"]
+    write_report(layout.report, report)
+    return manifest
+
+
+@dataclass
+class Published:
+    """An encoded asset read back as the stages left it (for :func:`replan`)."""
+
+    manifest: Manifest
+    src: Source
+    rendition: Rendition
+    analysis: Analysis
+    models: list[ShippedModel]
+    evaluation: Evaluation
+    int8: bool
+
+
+def published(layout: AssetLayout, source: Path) -> Published:
+    from fitcast.asset import open_asset
+    from fitcast.grid import load_labels
+
+    asset = open_asset(str(layout.root))
+    m = asset.manifest
+    report = json.loads((layout.report / "quality.json").read_text())
+    src = probe_source(source, EncodeOptions(scale=m.scale, segment_seconds=m.segments[0].duration),
+                       patch=m.patch.size, limits=Limits(), progress=lambda _: None)
+    if src.crop != tuple(m.crop):
+        raise InvalidInputError(f"{source.name} is not the video this asset was encoded from (its crop differs)")
+    rendition = Rendition(layout.hls, segments_of(layout.hls), sum(seg.frames for seg in m.segments),
+                          m.bits.video // 8, m.bits.audio // 8, "")
+    labels = [load_labels(asset.read(seg.labels_uri, seg.labels_sha256)) for seg in m.segments]
+    int8 = any(e.precision == "int8" for e in m.models)
+    models = []
+    for mid in dict.fromkeys(e.id for e in m.models):
+        fp32 = m.model(mid, "fp32")
+        models.append(ShippedModel(mid, fp32.group, fp32.arch, None, fp32.group, fp32=asset.read_model(fp32),
+                                   int8=asset.read_model(m.model(mid, "int8")) if int8 else None,
+                                   params=fp32.params, macs_per_lr_px=fp32.macs_per_lr_px))
+    evaluation = Evaluation(segments=[SegmentReport(seg.index, seg.frames, seg.quality.psnr_y_lanczos if seg.quality
+                                                    else 0.0, seg.quality.psnr_y_sr if seg.quality else 0.0,
+                                                    seg.routes) for seg in m.segments])
+    return Published(m, src, rendition, Analysis(m.grid(), m.k, labels, report.get("thresholds_db", [])), models,
+                     evaluation, int8)
 
 
 # --------------------------------------------------------------------------- stage results
@@ -355,39 +431,54 @@ def gate(srs: list[np.ndarray], bases: list[np.ndarray], hrs: list[np.ndarray], 
 
 
 def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, analysis: Analysis,
-            models: list[ShippedModel], evaluation: Evaluation, *, method: str, int8: bool,
+            models: list[ShippedModel], evaluation: Evaluation, plan: PlanResult | None, *, method: str, int8: bool,
             progress: StageProgress) -> Manifest:
-    """Write sr/ (content-addressed models and label maps, the manifest) as one atomic rename."""
-    used = evaluation.used_models()
+    """Write sr/ (content-addressed models, label maps and plan maps, the manifest) as one atomic
+    rename; a planned asset is ``fitcast/2`` (readers that cannot follow a plan refuse it)."""
+    used = evaluation.used_models() | (set(plan.routes[2:]) if plan else set())
     with atomic_dir(sr_dir) as tmp:
         entries = [entry for m in models if m.id in used for entry in _model_entries(tmp, m, int8)]
-        segments, label_bytes = [], 0
+        segments, label_bytes, plan_bytes = [], 0, 0
         for seg, labels, rep in zip(rendition.segments, analysis.labels, evaluation.segments):
             data = save_labels(labels)
             path, digest = put_content(tmp / "labels", data, "npz")
             label_bytes += len(data)
-            segments.append(Segment(index=seg.index, uri=f"../hls/{seg.uri}", start=seg.start, duration=seg.duration,
-                                    frames=len(labels), labels_uri=f"labels/{path.name}", labels_sha256=digest,
-                                    routes=rep.routes, quality=SegmentQuality(psnr_y_lanczos=rep.psnr_y_lanczos,
-                                                                              psnr_y_sr=rep.psnr_y_sr)))
+            segment = Segment(index=seg.index, uri=f"../hls/{seg.uri}", start=seg.start, duration=seg.duration,
+                              frames=len(labels), labels_uri=f"labels/{path.name}", labels_sha256=digest,
+                              routes=rep.routes, quality=SegmentQuality(psnr_y_lanczos=rep.psnr_y_lanczos,
+                                                                        psnr_y_sr=rep.psnr_y_sr))
+            if plan is not None:
+                planned = plan.segments[seg.index]
+                data = save_plan(planned.codes, planned.motion, planned.predicted_ms)
+                path, digest = put_content(tmp / "plans", data, "npz")
+                plan_bytes += len(data)
+                segment.plan_uri, segment.plan_sha256 = f"plans/{path.name}", digest
+                segment.psnr_y_planned = float(np.mean(planned.psnr))
+            segments.append(segment)
         shipped = "int8" if int8 else "fp32"  # what a default player downloads
         model_bits = sum(e.bytes for e in entries if e.precision == shipped) * 8
         grid = analysis.grid
         manifest = Manifest(
-            format=FORMAT, asset_id=asset_id, scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
+            format=FORMAT_PLANNED if plan else FORMAT, asset_id=asset_id, scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
             crop=src.crop, init_uri=f"../hls/{INIT}",
             patch=PatchSpec(size=grid.patch, grid=(grid.gw, grid.gh), overlap=grid.overlap),
             method=method, k=analysis.k, scorer=SCORER, models=entries, segments=segments,
             bits=Bits(video=rendition.video_bytes * 8, models=model_bits, labels=label_bytes * 8,
-                      audio=rendition.audio_bytes * 8),
+                      audio=rendition.audio_bytes * 8, plans=plan_bytes * 8),
+            plan=None if plan is None else Plan(
+                target_fps=round(plan.target.fps, 3), queue_frames=plan.target.queue,
+                prebuffer_frames=plan.target.prebuffer, headroom=plan.target.headroom,
+                device=plan.target.device, profile_sha256=plan.target.profile_sha256, routes=plan.routes,
+                predicted_ms=plan.summary()),
         )
         atomic_write_text(tmp / "manifest.json", manifest.to_json())
     return manifest
 
 
 def quality_report(options: EncodeOptions, src: Source, rendition: Rendition, analysis: Analysis,
-                   models: list[ShippedModel], trained: Training, evaluation: Evaluation, manifest: Manifest, *,
-                   arch: dict[str, Any], warm_start: bool, seconds: dict[str, float]) -> dict[str, Any]:
+                   models: list[ShippedModel], trained: Training, evaluation: Evaluation, plan: PlanResult | None,
+                   manifest: Manifest, *, arch: dict[str, Any], warm_start: bool,
+                   seconds: dict[str, float]) -> dict[str, Any]:
     """The measured quality, bits and costs of an encode, as one JSON-able dict."""
     used = evaluation.used_models()
     fp, ss = evaluation.frame_psnr, evaluation.frame_ssim
@@ -422,7 +513,26 @@ def quality_report(options: EncodeOptions, src: Source, rendition: Rendition, an
         "warm_start": warm_start,
         "segments": [{"index": s.index, "frames": s.frames, "psnr_y_lanczos": s.psnr_y_lanczos,
                       "psnr_y_sr": s.psnr_y_sr, "routes": s.routes} for s in evaluation.segments],
-        "frame_psnr_y": fp,
+        "frame_psnr_y": fp | ({"planned": plan.frame_psnr} if plan else {}),
+        **({"plan": plan_report(plan, float(np.mean(fp["sr"])) - float(np.mean(fp["lanczos"])),
+                                float(np.mean(fp["lanczos"])))} if plan else {}),
+    }
+
+
+def plan_report(plan: PlanResult, gain_unplanned: float, psnr_lanczos: float) -> dict[str, Any]:
+    """What the plan delivers against the same models with no budget, and what it predicted."""
+    psnr = float(np.mean(plan.frame_psnr))
+    gain = psnr - psnr_lanczos
+    return {
+        "target_fps": plan.target.fps, "asked_fps": plan.target.asked_fps, "device": plan.target.device,
+        "queue_frames": plan.target.queue, "headroom": plan.target.headroom, "routes": plan.routes,
+        "psnr_y_planned": psnr, "gain_planned_db": gain, "gain_unplanned_db": gain_unplanned,
+        "gain_kept": gain / gain_unplanned if gain_unplanned > 0 else None,
+        "route_shares": plan.shares(), "predicted_ms": plan.summary(),
+        "predicted_frame_ms": [round(float(v), 3) for v in plan.predicted_ms], "late_frames_predicted": plan.late,
+        "costs": {"frame_ms": plan.costs.frame_ms, "feed_ms": plan.costs.feed_ms, "move_ms": plan.costs.move_ms,
+                  "zero_ms": plan.costs.zero_ms, "call_ms": list(plan.costs.call_ms),
+                  "window_ms": list(plan.costs.window_ms)},
     }
 
 

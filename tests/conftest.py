@@ -39,12 +39,27 @@ def bear_piece(clips) -> Path:
 
 @pytest.fixture(scope="session")
 def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
-    """A small stdo encode of the leaf piece: 0.5 s segments (2 segments), k=2, a tiny training budget."""
+    """A small stdo encode of the leaf piece: 0.5 s segments (2 segments), k=2, a tiny training budget,
+    no plan (a fitcast/1 asset: every frame routed by its groups)."""
     from fitcast.options import EncodeOptions
     from server.pipeline import encode
 
     out = tmp_path_factory.mktemp("assets") / "leaf"
-    encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150))
+    encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150,
+                                          target_fps=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def planned_asset(tmp_path_factory, leaf_piece) -> Path:
+    """The leaf piece encoded with a plan (dydca, 0.5 s segments) for 30 fps on the shipped reference
+    device: a fitcast/2 asset."""
+    from fitcast.options import EncodeOptions
+    from server.pipeline import encode
+
+    out = tmp_path_factory.mktemp("assets") / "leaf-planned"
+    encode(leaf_piece, out, EncodeOptions(scale=2, method="dydca", k=2, segment_seconds=0.5, preset="fast",
+                                          iterations=100, target_fps=30))
     return out
 
 

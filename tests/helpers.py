@@ -35,3 +35,9 @@ def asset_done(a: dict) -> bool:
 
 def asset_progress(a: dict) -> Hashable:
     return (a["status"], a["progress"]["stage"], a["progress"]["fraction"])
+
+
+def delivered_psnr(quality: dict) -> float:
+    """The PSNR-Y a default player shows for an encode's report: the planned one (fitcast/2), else
+    the routed one."""
+    return quality["plan"]["psnr_y_planned"] if "plan" in quality else quality["psnr_y_sr"]

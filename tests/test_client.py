@@ -152,12 +152,14 @@ def test_degradation_policy_sends_easy_groups_to_lanczos_first():
     routes = {"0": "m0", "1": "m1", "2": "m2"}
     assert policy.routes(routes) == routes
     for i in range(3):
-        policy.observe(i, 0.1)  # far behind: one level per observation
+        policy.observe(i, behind=0.1, seconds=0.1)  # far behind the schedule: one level per observation
     assert policy.level == 3 and set(policy.routes(routes).values()) == {"lanczos"}
     policy.level = 1
     assert policy.routes(routes) == {"0": "m0", "1": "m1", "2": "lanczos"}
+    policy.observe(5, behind=-0.01, seconds=0.2)  # a long frame that the lead paid for: no change
+    assert policy.level == 1
     for i in range(40):
-        policy.observe(10 + i, 0.001)  # fast again: recovers
+        policy.observe(10 + i, behind=-0.2, seconds=0.001)  # well ahead again: recovers
     assert policy.level == 0
     assert [e["reason"] for e in policy.events][-1] == "recovered"
 

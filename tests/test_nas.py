@@ -12,12 +12,13 @@ from fitcast.profile import PROFILE_FORMAT, load_profile
 from nas.predictor import LatencyModel, features, holdout_mape, mean_holdout_mape
 from nas.profile import Target, profile_device
 from nas.search import search, space
-from sr_models.archs.espcn import conv_macs_per_lr_px
+from fitcast.profile import conv_macs_per_lr_px
 
 
 def test_profile_measures_layers_networks_and_overhead_on_the_runtime(tmp_path):
     target = Target(scale=2, output=(256, 144), patch=32, halo=5)
-    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=4)
+    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=4,
+                             plan_scales=())
     assert profile["format"] == PROFILE_FORMAT and profile["runtime"] == "ort"
     assert profile["target"]["patches"] == 4 * 3 and profile["target"]["window"] == 42
     kinds = {(r["kind"], r["cin"], r["cout"]) for r in profile["layers"]}
@@ -33,7 +34,8 @@ def test_hand_designed_baselines_are_the_largest_that_measure_within_the_budget(
     from nas.search import HAND_DESIGNED, hand_designed
 
     target = Target(scale=2, output=(128, 96), patch=32, halo=5)
-    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=2)
+    profile = profile_device(target, runtime="ort", precision="int8", runs=2, widths=(8, 16), networks=2,
+                             plan_scales=())
     roomy = hand_designed({**profile, "overhead_ms": 0.0}, budget_ms=10_000, runs=2)
     assert [b["widths"] for b in roomy] == [members[-1] for members in HAND_DESIGNED.values()]
     assert all(b["measured_ms"] > 0 for b in roomy)
@@ -85,7 +87,8 @@ def test_search_keeps_to_the_budget_and_trains_the_short_list(leaf_piece):
     model = LatencyModel.from_profile(profile)
     # a budget that about half the space meets: 10 ms of the player's own plus the median network
     target_fps = 1000 / (10.0 + float(np.median([_true_ms(w) for w in space((8, 16, 24))])))
-    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=10, frames=4, headroom=0.0)
+    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=10, frames=4, headroom=0.0,
+                    measure=_true_ms, compare=False, rounds=1)
     budget = 1000 / target_fps
     assert result.budget_ms == pytest.approx(budget, abs=1e-3)
     for c in result.shortlist:
@@ -107,3 +110,76 @@ def test_impossible_budgets_are_clear_errors(leaf_piece):
     with pytest.raises(InvalidInputError, match="no network of the space fits"):
         search(_synthetic_profile(overhead=1000 / 60 - fastest / 2), leaf_piece, target_fps=60, proxy_iterations=5,
                frames=2, headroom=0.0)
+
+
+def test_search_never_returns_a_network_a_measured_baseline_of_the_budget_beats(leaf_piece, monkeypatch):
+    """Stubbed profile, stubbed runtime and stubbed proxy results: the rule alone."""
+    import nas.search as ns
+
+    profile = _synthetic_profile()
+    calls: dict[tuple, int] = {}
+
+    def proxy(widths, scale, halo, train_file, held_file, out, iterations, seed, *, init=None):
+        key = tuple(widths)
+        calls[key] = calls.get(key, 0) + 1
+        if key in espcn_like:  # the ESPCN-like baselines (wider than the space): better than anything searched
+            return 0.9, 1.0
+        if key == tuple(searched_first):  # a network that needs a second round before it learns
+            return (0.0 if init is None else 0.6), 1.0
+        return 0.3, 1.0
+
+    searched_first: list[int] = []
+    espcn_like = {tuple(w) for w in ns.HAND_DESIGNED["espcn-like"] if max(w) > 24}
+    real_short = ns._measured_shortlist
+
+    def shortlist(*a, **kw):
+        out = real_short(*a, **kw)
+        searched_first[:] = out[0].widths
+        return out
+
+    monkeypatch.setattr(ns, "_proxy_gain", proxy)
+    monkeypatch.setattr(ns, "_measured_shortlist", shortlist)
+    target_fps = 1000 / (10.0 + float(np.median([_true_ms(w) for w in space((8, 16, 24))])))
+    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=5, frames=2, headroom=0.0,
+                    measure=_true_ms)
+    (espcn,) = [b["widths"] for b in result.baselines if b["family"] == "espcn-like"]
+    assert tuple(espcn) in espcn_like  # the largest of the family that fits, measured
+    assert result.chosen.widths == espcn and result.chosen.family == "espcn-like"
+    assert result.arch["widths"] == espcn and result.chosen.held_out_gain_db == 0.9
+    late = next(c for c in result.shortlist if c.widths == searched_first)
+    assert calls[tuple(searched_first)] == 2 and late.learned and late.held_out_gain_db == 0.6
+    # every short-listed network was measured and fits the budget as measured
+    assert all(c.measured_ms is not None and c.measured_ms + 10.0 <= result.budget_ms + 1e-6 for c in result.shortlist)
+    assert result.shortlist_prediction_error_pct == pytest.approx(0.0, abs=1e-6)  # the stub runtime is the truth
+
+
+def test_a_network_that_never_starts_to_learn_loses_to_one_that_does(leaf_piece, monkeypatch):
+    import nas.search as ns
+
+    monkeypatch.setattr(ns, "_proxy_gain", lambda widths, *a, init=None, **kw: (0.018 if len(widths) == 4 else 0.004, 1.0))
+    profile = _synthetic_profile()
+    target_fps = 1000 / (10.0 + float(np.max([_true_ms(w) for w in space((8, 16, 24))])))
+    result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=5, frames=2, headroom=0.0,
+                    measure=_true_ms, compare=False)
+    assert not any(c.learned for c in result.shortlist)  # nothing reached LEARNED_DB in three rounds
+    assert len(result.chosen.widths) == 4  # then the best gain still wins
+
+
+def test_plan_costs_are_measured_on_the_runtime_and_predict_a_shipped_network():
+    """The profile's plan section (what the encoder's planner predicts frames with), small."""
+    from fitcast.profile import route_costs
+    from nas.profile import plan_section
+
+    nets = ([8], [16], [8, 8], [16, 16], [24, 24, 24], [16, 16, 16])
+    plan = plan_section(runtime="ort", precision="int8", scales=(2,), runs=2, say=lambda _: None, networks=nets,
+                        outputs={2: ((256, 144),)})
+    assert len(plan["networks"]) == len(nets) * 3 and all(r["ms"] > 0 for r in plan["networks"])
+    (player,) = plan["player"]
+    assert player["patches"] == 4 * 3 and player["frame_ms"] > 0 and player["feed_ms"] > 0
+    costs = route_costs({"plan": plan}, scale=2, output=(512, 288), window=42, patches=36,
+                        archs=[{"name": "espcn_r", "channels": 16, "body": 1}, {"name": "espcn_w", "widths": [32]}])
+    own = [r for r in plan["networks"] if r["widths"] == [16, 16]]
+    assert costs.window_ms[0] == pytest.approx(np.polyfit([r["batch"] for r in own], [r["ms"] for r in own], 1)[0]
+                                               * (42 / 40) ** 2, rel=0.35)  # its own timings (a line through them)
+    assert costs.window_ms[1] > 0  # a network the table lacks: the fitted model
+    assert costs.frame_ms == pytest.approx(player["frame_ms"] * 4, rel=1e-6)  # 4x the pixels of the timed frame

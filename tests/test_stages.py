@@ -15,7 +15,6 @@ from fitcast.media import Limits
 from fitcast.options import EncodeOptions
 from server import pipeline as P
 from sr_models.archs import build_from_spec
-from sr_models.export import to_onnx_bytes
 from sr_models.recipes import RECIPES, ShippedModel
 from sr_models.samples import read_samples
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fitcast.errors import FitcastError
+from fitcast.errors import FitcastError, InvalidInputError
 from fitcast.options import METHOD_HELP, METHODS, PRESET_NAMES, EncodeOptions
 from fitcast.runtime import RUNTIMES
 
@@ -57,7 +57,26 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="stdo/jstdo: start training from the shipped generic model (default: when the "
                           "preset's network is the generic one, i.e. balanced at x2 and x4)")
     enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
+    enc.add_argument("--target-fps", type=float, default=None,
+                     help="plan every frame's routes to play at this rate on the device of --device-profile "
+                          "(default: the source's frame rate; 0: no plan, an unplanned fitcast/1 asset)")
+    enc.add_argument("--device-profile", type=Path, default=None,
+                     help="the device to plan for (`fitcast profile-device`; default: the shipped reference, "
+                          "a 2-core x86 with OpenVINO int8)")
+    enc.add_argument("--plan-queue", type=int, default=8, help="frames the planned player renders ahead")
+    enc.add_argument("--plan-headroom", type=float, default=0.15,
+                     help="share of each frame's interval the plan leaves for what predictions miss")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("replan", help="plan an encoded asset again for another device or rate (no training)")
+    rep.add_argument("asset", type=Path, help="the asset directory (`fitcast encode -o`)")
+    rep.add_argument("--source", type=Path, required=True, help="the video the asset was encoded from")
+    rep.add_argument("--target-fps", type=_positive_float, default=None, help="default: the source's frame rate")
+    rep.add_argument("--device-profile", type=Path, default=None, help="default: the shipped reference device")
+    rep.add_argument("--plan-queue", type=int, default=8, help="frames the planned player renders ahead")
+    rep.add_argument("--plan-headroom", type=float, default=0.15,
+                     help="share of each frame's interval the plan leaves for what predictions miss")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     srv = sub.add_parser("serve", help="run the HTTP service over an asset store")
     srv.add_argument("--root", type=Path, default=None, help="store directory (default: $FITCAST_ROOT or ./fitcast-data)")
@@ -76,7 +95,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ply.add_argument("--report", type=Path, default=None, help="write the playback report (JSON)")
     ply.add_argument("--max-frames", type=int, default=None)
     ply.add_argument("--target-fps", type=_positive_float, default=None,
-                     help="real-time target: degrade (easy patches to lanczos first) instead of falling behind")
+                     help="real-time target: frames are due at this rate, at most --queue frames are rendered "
+                          "ahead, and the player degrades instead of falling behind")
+    ply.add_argument("--queue", type=int, default=8, help="frames rendered ahead of the screen (with --target-fps)")
+    ply.add_argument("--start-segment", type=int, default=0, help="seek: start at this segment")
+    ply.add_argument("--no-plan", dest="plan", action="store_false",
+                     help="play a planned asset without its plan (every patch by its group: the unplanned quality)")
 
     exp = sub.add_parser("export", help="export an asset's models for phones (ONNX and ExecuTorch .pte, checked)")
     exp.add_argument("location", help="asset directory or URL")
@@ -96,6 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--patch", type=int, default=64, help="LR patch side of the encodes to come")
     prof.add_argument("--runtime", default="auto", choices=RUNTIMES)
     prof.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+    prof.add_argument("--plan-scales", default="2", help="comma-separated scales whose plan costs (what the "
+                      "encoder's planner predicts frames with) are measured too; empty for none")
 
     nas = sub.add_parser("nas", help="search depth and per-layer width for a latency budget on a profiled device")
     nas.add_argument("--device-profile", type=Path, required=True)
@@ -157,7 +183,6 @@ def _progress_printer(label: str, quiet: bool):
 def _searched_arch(path: Path | None) -> dict:
     if path is None:
         return {}
-    from fitcast.errors import InvalidInputError
 
     try:
         doc = json.loads(path.read_text())
@@ -174,14 +199,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         scale=args.scale, method=args.method or ("jstdo" if args.arch else None), k=args.k, crf=args.crf,
         segment_seconds=args.segment_seconds, preset=args.preset, iterations=args.iterations,
         group_weights=args.group_weights, int8=args.int8, train_device=args.train_device, warm_start=args.warm_start,
-        **_searched_arch(args.arch),
+        target_fps=args.target_fps, device_profile=args.device_profile, plan_queue=args.plan_queue,
+        plan_headroom=args.plan_headroom, **_searched_arch(args.arch),
     )
     recipe_for(options)  # refuse what the method cannot serve before anything runs
     bar, update = _progress_printer("encode", args.quiet)
-    if bar is not None:
-        with bar:
-            encode(args.input, args.output, options, progress=update)
-    else:
+    with bar if bar is not None else _nothing():
         encode(args.input, args.output, options, progress=update)
     report = json.loads((args.output / "report" / "quality.json").read_text())
     print(
@@ -189,7 +212,33 @@ def cmd_encode(args: argparse.Namespace) -> int:
         f"PSNR-Y lanczos {report['psnr_y_lanczos']:.2f} dB, fitcast {report['psnr_y_sr']:.2f} dB "
         f"(+{report['psnr_y_sr'] - report['psnr_y_lanczos']:.2f}) -> {args.output}"
     )
+    _print_plan(report)
     return 0
+
+
+def cmd_replan(args: argparse.Namespace) -> int:
+    from server.pipeline import replan
+
+    bar, update = _progress_printer("replan", args.quiet)
+    with bar if bar is not None else _nothing():
+        replan(args.source, args.asset, target_fps=args.target_fps, device_profile=args.device_profile,
+               queue=args.plan_queue, headroom=args.plan_headroom, progress=update)
+    _print_plan(json.loads((args.asset / "report" / "quality.json").read_text()))
+    return 0
+
+
+def _print_plan(report: dict) -> None:
+    if "plan" in report:
+        p = report["plan"]
+        print(f"planned for {p['target_fps']:.3g} fps on {p['device']}: {p['psnr_y_planned']:.2f} dB "
+              f"({p['gain_planned_db']:+.2f}, {100 * (p['gain_kept'] or 0):.0f} % of the unplanned gain), "
+              f"predicted {p['predicted_ms']['median']:.1f} ms a frame (p95 {p['predicted_ms']['p95']:.1f})")
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -209,7 +258,8 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     options = PlayOptions(
         reference=args.reference, headless=args.headless, out=args.out, runtime=args.runtime, precision=args.precision,
-        report=args.report, max_frames=args.max_frames, target_fps=args.target_fps,
+        report=args.report, max_frames=args.max_frames, target_fps=args.target_fps, queue=args.queue, plan=args.plan,
+        start_segment=args.start_segment,
     )
     r = play(args.location, options)
     line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} ({r['runtime']} {r['precision']}): " \
@@ -249,8 +299,14 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     from nas.profile import MAX_DEPTH, Target, profile_device
 
     target = Target(scale=args.scale, output=args.output_size, patch=args.patch, halo=MAX_DEPTH + 2)
+    try:
+        plan_scales = tuple(sorted({int(v) for v in args.plan_scales.split(",") if v.strip()}))
+    except ValueError:
+        raise InvalidInputError(f"--plan-scales takes comma-separated scales, not {args.plan_scales!r}") from None
+    if set(plan_scales) - {2, 3, 4}:
+        raise InvalidInputError(f"plan scales must be 2, 3 or 4, not {args.plan_scales}")
     profile = profile_device(target, runtime=args.runtime, precision=args.precision, runs=args.runs or 10,
-                             progress=lambda msg: print(f"profile: {msg}", flush=True))
+                             plan_scales=plan_scales, progress=lambda msg: print(f"profile: {msg}", flush=True))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     from fitcast.storage import atomic_write_text
 
@@ -263,7 +319,6 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
-    from fitcast.errors import InvalidInputError
     from fitcast.storage import atomic_write_text
     from fitcast.profile import load_profile
     from nas.search import search
@@ -292,7 +347,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"doctor": cmd_doctor, "encode": cmd_encode, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
+COMMANDS = {"doctor": cmd_doctor, "encode": cmd_encode, "replan": cmd_replan, "serve": cmd_serve, "play": cmd_play, "export": cmd_export,
             "profile-device": cmd_profile_device, "nas": cmd_nas}
 
 

@@ -28,15 +28,22 @@ _RENDER = threading.Lock()
 
 @lru_cache(maxsize=8)
 def _upscaler(asset_dir: str, mtime_ns: int):
-    """Sessions and the routed upscaler of an asset (cached per published manifest)."""
+    """Sessions and the upscaler of an asset, cached per published manifest: its plan's (a planned
+    asset) or its groups' routes."""
     from fitcast.asset import open_asset
+    from fitcast.manifest import LANCZOS, REUSE
     from fitcast.runtime import open_session
-    from fitcast.upscale import RoutedUpscaler, routes_by_model
+    from fitcast.upscale import PlannedUpscaler, RoutedUpscaler, routes_by_model
 
     asset = open_asset(asset_dir)
     m = asset.manifest
-    used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
+    if m.plan is not None:
+        used = [r for r in m.plan.routes if r not in (LANCZOS, REUSE)]
+    else:
+        used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
     sessions = {mid: open_session(asset.read_model(m.model(mid)), "ort") for mid in used}
+    if m.plan is not None:
+        return asset, PlannedUpscaler(m.grid(), sessions, m.plan.routes)
     return asset, RoutedUpscaler.for_manifest(m, sessions)
 
 
@@ -49,7 +56,7 @@ def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
 
 
 def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
-    from fitcast.grid import load_labels
+    from fitcast.grid import load_labels, load_plan
     from fitcast.media import decode_segment, upscale
 
     asset, upscaler = _upscaler(str(asset_dir), manifest.stat().st_mtime_ns)
@@ -59,13 +66,20 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
         raise NotFoundError(f"no segment {segment} (the asset has {len(m.segments)})")
     if not 0 <= frame < seg.frames:
         raise NotFoundError(f"segment {segment} has frames 0..{seg.frames - 1}, not {frame}")
-    lr = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))[frame]
-    base = upscale(lr, m.scale, "lanczos")
+    frames = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))
+    base = upscale(frames[frame], m.scale, "lanczos")
     if mode == "lanczos":
         img = base
+    elif m.plan is not None and seg.plan_uri and seg.plan_sha256:  # a plan carries detail from frame to frame
+        codes, motion = load_plan(asset.read(seg.plan_uri, seg.plan_sha256), frames=seg.frames,
+                                  shape=m.grid().shape, routes=len(m.plan.routes))
+        upscaler.reset()
+        for j in range(frame + 1):
+            img = upscaler.upscale(frames[j], base if j == frame else upscale(frames[j], m.scale, "lanczos"),
+                                   codes[j], motion[j])
     else:
         labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-        img = upscaler.upscale(lr, labels[frame], seg.routes, base)
+        img = upscaler.upscale(frames[frame], labels[frame], seg.routes, base)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
     assert ok
     return png.tobytes()

@@ -15,14 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fitcast.profile import conv_macs_per_lr_px
 from sr_models.archs.registry import register_model
-
-
-def conv_macs_per_lr_px(widths: list[int], scale: int) -> int:
-    """Multiply-accumulates per LR pixel of the 3x3 conv chain 3 -> widths... -> 3s^2 (the one
-    formula: the models, the search and its latency predictor all use it)."""
-    chans = [3, *widths, 3 * scale * scale]
-    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
 
 
 class ResidualESPCN(nn.Module):

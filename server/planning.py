@@ -1,0 +1,184 @@
+"""The encode's plan stage: every frame's route per patch for a device budget.
+
+The encoder simulates the player exactly (:class:`fitcast.upscale.PlannedUpscaler`, the
+player's own class), so for every frame it measures what each route would give each patch
+(lanczos, the last frame's detail reused in place or moved along the content's motion,
+every model) against the original, predicts what each costs on the target device (its
+``fitcast profile-device`` file) and lets :mod:`chunking.planner` choose.  The chosen frame
+is then composed by the very call the player makes, so the planned PSNR is what plays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from chunking.motion import MotionEstimator
+from chunking.planner import PlanClock, choose_routes
+from chunking.score import patch_sse_y
+from fitcast.errors import InvalidInputError
+from fitcast.grid import Grid
+from fitcast.manifest import LANCZOS, REUSE
+from fitcast.media import upscale
+from fitcast.metrics import psnr_y
+from fitcast.profile import REFERENCE_PROFILE, RouteCosts, load_profile, route_costs
+from fitcast.rendition import paired_frames
+from fitcast.runtime import OrtSession
+from fitcast.upscale import PlannedUpscaler
+
+@dataclass(frozen=True)
+class PlanTarget:
+    """What a plan is made for: a device profile, a frame rate, the player's queue and headroom."""
+
+    fps: float
+    queue: int
+    headroom: float
+    profile: dict[str, Any] = field(repr=False)
+    profile_sha256: str
+    asked_fps: float | None  # what the options asked for (None: the source's rate)
+
+    @property
+    def prebuffer(self) -> int:
+        """The start-up buffer: half the queue (a quarter second at 30 fps with the default 8)."""
+        return self.queue // 2
+
+    @property
+    def device(self) -> str:
+        return str(self.profile.get("device", "unknown device"))
+
+    def costs(self, grid: Grid, archs: list[dict[str, Any]]) -> RouteCosts:
+        return route_costs(self.profile, scale=grid.scale, output=grid.hr_size, window=grid.window,
+                           patches=grid.patches, archs=archs)
+
+
+def plan_target(profile_path: Path | None, *, asked_fps: float | None, source_fps: float, grid: Grid, queue: int,
+                headroom: float) -> PlanTarget | None:
+    """The target of a plan, or None when none is asked for (``target_fps`` 0).
+
+    Fails early (one line) when the device cannot decode and upscale the base at an asked rate;
+    the default rate (the source's) is lowered to what the device can feed instead."""
+    if asked_fps == 0:
+        return None
+    path = profile_path or REFERENCE_PROFILE
+    profile = load_profile(path, need_layers=False)
+    sha = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()
+    fps = asked_fps or source_fps
+    feed = route_costs(profile, scale=grid.scale, output=grid.hr_size, window=grid.window, patches=grid.patches,
+                       archs=[]).feed_ms
+    can = 1000.0 / (feed / max(1e-6, 1.0 - headroom))
+    if fps > can:
+        if asked_fps is not None:
+            raise InvalidInputError(f"{profile.get('device', path.name)} decodes and upscales the lanczos base in "
+                                    f"{feed:.1f} ms a frame at {grid.hr_size[0]}x{grid.hr_size[1]}: at most "
+                                    f"{can:.1f} fps, not {fps:g} (ask for less, or --target-fps 0 for no plan)")
+        fps = can
+    return PlanTarget(fps, queue, headroom, profile, sha, asked_fps)
+
+
+@dataclass
+class PlannedSegment:
+    codes: np.ndarray  # uint8 [frames, gh, gw]
+    motion: np.ndarray  # int8 [frames, gh, gw, 2]
+    predicted_ms: np.ndarray  # float32 [frames]
+    psnr: list[float]
+
+
+@dataclass
+class PlanResult:
+    target: PlanTarget
+    routes: list[str]
+    costs: RouteCosts
+    segments: list[PlannedSegment]
+    late: int  # frames the profile's own costs make late (a correct plan has none)
+
+    @property
+    def frame_psnr(self) -> list[float]:
+        return [p for s in self.segments for p in s.psnr]
+
+    @property
+    def predicted_ms(self) -> np.ndarray:
+        return np.concatenate([s.predicted_ms for s in self.segments])
+
+    def shares(self) -> dict[str, float]:
+        """The share of patches on each route (``reuse-moved`` counts reuse with a vector)."""
+        codes = np.concatenate([s.codes.ravel() for s in self.segments])
+        moved = np.concatenate([s.motion.any(axis=-1).ravel() for s in self.segments])
+        out = {route: float(np.mean(codes == c)) for c, route in enumerate(self.routes)}
+        out["reuse-moved"] = float(np.mean((codes == self.routes.index(REUSE)) & moved))
+        return out
+
+    def summary(self) -> dict[str, float]:
+        ms = self.predicted_ms
+        return {"median": round(float(np.median(ms)), 3), "p95": round(float(np.percentile(ms, 95)), 3),
+                "max": round(float(ms.max()), 3)}
+
+
+def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], target: PlanTarget, *, int8: bool,
+                progress: Callable[[float], None]) -> PlanResult:
+    """Plan every frame (segments in order, each from a clean canvas) and compose it as the player will."""
+    grid = analysis.grid
+    routes = [LANCZOS, REUSE] + [m.id for m in models]
+    costs = target.costs(grid, [m.arch for m in models])
+    up = PlannedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, routes)
+    clock = PlanClock(1000.0 / target.fps, target.queue, prebuffer=target.prebuffer, headroom=target.headroom)
+    motion = MotionEstimator(grid)
+    segments, t, late = [], 0, 0
+    for seg, lr_frames, hr_frames in paired_frames(src.path, src.crop, rendition.hls, rendition.segments):
+        up.reset()
+        codes, vectors, predicted, psnr = [], [], [], []
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+            base = upscale(lr, grid.scale, "lanczos")
+            candidates = motion.vectors(hr_frames[j - 1], hr) if j else None
+            errors = route_errors(up, [m.id for m in models], lr, base, hr, candidates)
+            choice = choose_routes(*errors, costs, clock.budget(t, first_of_segment=j == 0))
+            late += clock.finish(t, choice.predicted_ms)
+            frame = up.upscale(lr, base, choice.codes, choice.motion)  # what the player computes
+            codes.append(choice.codes)
+            vectors.append(choice.motion)
+            predicted.append(choice.predicted_ms)
+            psnr.append(psnr_y(frame, hr))
+            t += 1
+            progress(t / rendition.frames)
+        segments.append(PlannedSegment(np.stack(codes), np.stack(vectors), np.array(predicted, np.float32), psnr))
+    return PlanResult(target, routes, costs, segments, late)
+
+
+def route_errors(up: PlannedUpscaler, model_ids: list[str], lr: np.ndarray, base: np.ndarray, hr: np.ndarray,
+                 candidates: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-patch squared Y errors of every route for one frame, from the upscaler's current canvas
+    (the last frame's detail): (lanczos ``[gh, gw]``, reuse ``[C, gh, gw]`` with their vectors
+    ``[C, gh, gw, 2]``, models ``[M, gh, gw]``).  No reuse on a segment's first frame
+    (``candidates`` None); else reuse in place and along ``candidates``."""
+    grid = up.grid
+    lanczos = patch_sse_y(base, hr, grid)
+    rows, cols = np.nonzero(np.ones(grid.shape, bool))
+    windows = np.ascontiguousarray(grid.windows(grid.pad(lr))[rows, cols])
+    models = np.stack([_sse_with(base, hr, grid, up.model_residuals(mid, windows)) for mid in model_ids])
+    if candidates is None:
+        return lanczos, np.zeros((0, *grid.shape)), np.zeros((0, *grid.shape, 2), np.int8), models
+    import cv2
+
+    still = np.zeros((*grid.shape, 2), np.int8)
+    h, w = base.shape[:2]
+    reuse_err = [patch_sse_y(cv2.add(base, up.canvas[:h, :w], dtype=cv2.CV_8U), hr, grid)]
+    vectors = [still]
+    if candidates.any():
+        reuse_err.append(_sse_with(base, hr, grid, up.moved(rows, cols, candidates[rows, cols])))
+        vectors.append(candidates)
+    return lanczos, np.stack(reuse_err), np.stack(vectors), models
+
+
+def _sse_with(base: np.ndarray, hr: np.ndarray, grid: Grid, blocks: np.ndarray) -> np.ndarray:
+    """Per-patch squared Y error of ``base`` plus the residual ``blocks`` (one per patch, row-major)."""
+    import cv2
+
+    ps = grid.hr_patch
+    canvas = blocks.reshape(grid.gh, grid.gw, ps, ps, 3).transpose(0, 2, 1, 3, 4).reshape(grid.gh * ps,
+                                                                                          grid.gw * ps, 3)
+    h, w = base.shape[:2]
+    return patch_sse_y(cv2.add(base, canvas[:h, :w], dtype=cv2.CV_8U), hr, grid)

@@ -1,0 +1,117 @@
+"""A planned asset (fitcast/2): the encoder's plan, reuse composed the same way in the encoder and
+the player, segments that decode alone, budgets kept, and readers that refuse what they cannot play."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chunking.planner import REUSE_CODE, PlanClock
+from client.player import PlayOptions, play
+from fitcast.asset import Fetcher, open_asset
+from fitcast.errors import ManifestError, UnsupportedFormatError
+from fitcast.grid import Grid, load_plan
+from fitcast.manifest import FORMAT_PLANNED, REUSE, parse
+from fitcast.upscale import PlannedUpscaler
+
+
+def _plans(asset_dir):
+    asset = open_asset(str(asset_dir))
+    m = asset.manifest
+    return m, [load_plan(asset.read(s.plan_uri, s.plan_sha256), frames=s.frames, shape=m.grid().shape,
+                         routes=len(m.plan.routes)) for s in m.segments]
+
+
+def test_a_planned_asset_says_what_it_was_planned_for(planned_asset):
+    m, plans = _plans(planned_asset)
+    assert m.format == FORMAT_PLANNED and m.plan is not None
+    assert m.plan.target_fps == pytest.approx(30.0) and m.plan.routes[:2] == ["lanczos", REUSE]
+    assert "EPYC" in m.plan.device or "host" in m.plan.device
+    assert m.bits.plans > 0
+    report = json.loads((planned_asset / "report" / "quality.json").read_text())
+    plan = report["plan"]
+    assert plan["late_frames_predicted"] == 0 and len(plan["predicted_frame_ms"]) == 30
+    assert abs(sum(plan["route_shares"][r] for r in m.plan.routes) - 1.0) < 1e-9
+    for codes, motion in plans:
+        assert not (codes[0] == REUSE_CODE).any()  # a segment's first frame never reuses
+        assert codes.shape == (15, *m.grid().shape) and motion.dtype == np.int8
+
+
+def test_the_plan_keeps_within_its_budget_on_the_profiles_own_costs(planned_asset):
+    m, _ = _plans(planned_asset)
+    report = json.loads((planned_asset / "report" / "quality.json").read_text())["plan"]
+    clock = PlanClock(1000 / m.plan.target_fps, m.plan.queue_frames, prebuffer=m.plan.prebuffer_frames,
+                      headroom=m.plan.headroom)
+    t = 0
+    for seg in m.segments:
+        for j in range(seg.frames):
+            budget = clock.budget(t, first_of_segment=j == 0)
+            cost = report["predicted_frame_ms"][t]
+            assert cost <= budget + 1e-3 or cost <= report["costs"]["frame_ms"] + 1e-3, (t, cost, budget)
+            assert not clock.finish(t, cost), t
+            t += 1
+
+
+def test_the_player_reproduces_the_planned_pixels_and_psnr(planned_asset, leaf_piece, tmp_path):
+    quality = json.loads((planned_asset / "report" / "quality.json").read_text())
+    r = play(str(planned_asset), PlayOptions(reference=leaf_piece, target_fps=30), fetcher=Fetcher(tmp_path / "c"))
+    assert r["planned"] and r["frames"] == 30
+    assert r["psnr_y_sr"] == pytest.approx(quality["plan"]["psnr_y_planned"], abs=0.02)
+    for seg, got in zip(json.loads((planned_asset / "sr" / "manifest.json").read_text())["segments"], r["segments"]):
+        assert got["psnr_y_sr"] == pytest.approx(seg["psnr_y_planned"], abs=0.02)
+    unplanned = play(str(planned_asset), PlayOptions(reference=leaf_piece, plan=False), fetcher=Fetcher(tmp_path / "c"))
+    assert not unplanned["planned"] and unplanned["psnr_y_sr"] == pytest.approx(quality["psnr_y_sr"], abs=0.02)
+
+
+def test_seeking_to_a_segment_gives_the_frames_of_playing_through(planned_asset, tmp_path):
+    through, seeked = {}, {}
+    play(str(planned_asset), PlayOptions(), fetcher=Fetcher(tmp_path / "c"),
+         sink=lambda f, hr: through.__setitem__((f.segment.index, f.index), hr.copy()))
+    play(str(planned_asset), PlayOptions(start_segment=1), fetcher=Fetcher(tmp_path / "c"),
+         sink=lambda f, hr: seeked.__setitem__((f.segment.index, f.index), hr.copy()))
+    assert sorted(seeked) == [(1, j) for j in range(15)]
+    for key, frame in seeked.items():
+        assert np.array_equal(frame, through[key]), key
+
+
+def test_reuse_moves_the_last_frames_detail_along_the_vector():
+    grid = Grid(64, 48, patch=16, overlap=0, scale=2)  # 4 x 3 patches of 32 HR pixels
+    up = PlannedUpscaler(grid, {}, ["lanczos", REUSE])
+    detail = np.random.default_rng(0).integers(-40, 40, up.canvas.shape, dtype=np.int16)
+    up.canvas[:] = detail
+    rows, cols = np.array([1, 2]), np.array([1, 3])
+    moved = up.moved(rows, cols, np.array([[3, -5], [0, 0]], np.int8))
+    assert np.array_equal(moved[0], detail[32 + 3 : 64 + 3, 32 - 5 : 64 - 5])
+    assert np.array_equal(moved[1], detail[64:96, 96:128])
+    # composed: in place where the vector is zero, moved where it is not, zero where lanczos
+    codes = np.ones(grid.shape, np.uint8)
+    codes[0, 0] = 0
+    motion = np.zeros((*grid.shape, 2), np.int8)
+    motion[1, 1] = (3, -5)
+    base = np.full((96, 128, 3), 100, np.uint8)
+    out = up.upscale(np.zeros((48, 64, 3), np.uint8), base, codes, motion).astype(int)
+    assert np.array_equal(out[32:64, 32:64], np.clip(100 + detail[35:67, 27:59], 0, 255))
+    assert np.array_equal(out[64:96, 96:128], np.clip(100 + detail[64:96, 96:128], 0, 255))
+    assert (out[:32, :32] == 100).all()
+
+
+def test_readers_refuse_what_they_cannot_play_in_one_line(planned_asset, tmp_path):
+    doc = json.loads((planned_asset / "sr" / "manifest.json").read_text())
+    with pytest.raises(UnsupportedFormatError, match="update fitcast"):
+        parse(json.dumps(doc | {"format": "fitcast/3"}))
+    with pytest.raises(ManifestError, match="does not know"):
+        parse(json.dumps(doc | {"plan": doc["plan"] | {"routes": doc["plan"]["routes"] + ["warp-3d"]}}))
+    with pytest.raises(ManifestError, match="needs its plan"):
+        parse(json.dumps({k: v for k, v in doc.items() if k != "plan"}))
+    # a fitcast/1 reader's own rule refuses the major version a plan brings (it knows fitcast/1 only)
+    assert doc["format"] == "fitcast/2"
+    bad = tmp_path / "asset"
+    import shutil
+
+    shutil.copytree(planned_asset, bad)
+    (bad / "sr" / "manifest.json").write_text(json.dumps(doc | {"format": "fitcast/3"}))
+    out = subprocess.run([sys.executable, "-m", "fitcast", "play", str(bad), "--headless"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and "fitcast/3" in out.stderr
