@@ -88,13 +88,13 @@ class FrameFeed:
 
     _END = object()
 
-    def __init__(self, asset: Asset, init: bytes, *, limit: int, planned: bool, start_segment: int = 0,
+    def __init__(self, asset: Asset, init: bytes, *, limit: int, planned: bool, base: str, start_segment: int = 0,
                  depth: int = 8, keep_segments: bool = False) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.segments: list[bytes] = []
         self._keep = keep_segments
-        self._thread = threading.Thread(target=self._run, args=(asset, init, limit, planned, start_segment),
+        self._thread = threading.Thread(target=self._run, args=(asset, init, limit, planned, base, start_segment),
                                         name="fitcast-feed", daemon=True)
         self._thread.start()
 
@@ -107,7 +107,7 @@ class FrameFeed:
                 continue
         return False
 
-    def _run(self, asset: Asset, init: bytes, limit: int, planned: bool, start_segment: int) -> None:
+    def _run(self, asset: Asset, init: bytes, limit: int, planned: bool, base_kind: str, start_segment: int) -> None:
         try:
             m, sent = asset.manifest, 0
             for seg in m.segments[start_segment:]:
@@ -132,7 +132,7 @@ class FrameFeed:
                     lr = next(frames, None)
                     if lr is None:
                         break
-                    base = upscale(lr, m.scale, "lanczos")
+                    base = upscale(lr, m.scale, base_kind)
                     frame = Frame(seg, j, lr, base, labels[j], None if codes is None else codes[j],
                                   None if motion is None else motion[j], time.perf_counter() - t0)
                     if not self._put(frame):
@@ -196,6 +196,7 @@ class Renderer:
     def __init__(self, m: Manifest, sessions: dict[str, Session], options: PlayOptions) -> None:
         self.planned = m.plan is not None and options.plan and options.sr
         self.sr = options.sr
+        self.base, self.scale = (m.base if options.sr else LANCZOS), m.scale  # the baseline player is lanczos
         if self.planned:
             assert m.plan is not None
             self.upscaler: Any = PlannedUpscaler(m.grid(), sessions, m.plan.routes)
@@ -262,7 +263,8 @@ def play(
         if options.target_fps else None
     stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=tuple(m.hr))
     # 5. the frames: decoded and based ahead in the feed thread, upscaled here
-    feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, start_segment=options.start_segment,
+    feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, base=renderer.base,
+                     start_segment=options.start_segment,
                      keep_segments=with_audio)
     try:
         _play_frames(feed, renderer, stats, clock, policy, ref_iter, writer, viewer, on_frame, total, sink)
@@ -286,6 +288,7 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
                  viewer: Viewer | None, on_frame: Callable[[int, int], None] | None, total: int,
                  sink: Callable[[Frame, np.ndarray], None] | None) -> None:
     current, seg_stats, played = None, None, 0
+    base_is_lanczos = renderer.base == LANCZOS
     t_prev = time.perf_counter()
     for frame in feed:
         if frame.segment is not current:
@@ -316,7 +319,8 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
                 raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
                                         f"asset is {hr.shape[1]}x{hr.shape[0]}")
             seg_stats.psnr_sr.append(psnr_y(hr, ref))
-            seg_stats.psnr_lanczos.append(psnr_y(frame.base, ref))
+            lanczos = frame.base if base_is_lanczos else upscale(frame.lr, renderer.scale, "lanczos")
+            seg_stats.psnr_lanczos.append(psnr_y(lanczos, ref))
             if clock is not None:
                 clock.pause(time.perf_counter() - t_ref)
         if viewer is not None:

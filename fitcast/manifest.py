@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fitcast.errors import ManifestError, UnsupportedFormatError
 from fitcast.grid import Grid
-from fitcast.options import Method
+from fitcast.options import Base, Method
 
 FORMAT = "fitcast/1"  # an asset without a plan: every frame routed by its patches' groups
 FORMAT_PLANNED = "fitcast/2"  # a planned asset: routes per patch and frame, reuse (readers of /1 refuse it)
@@ -154,6 +154,8 @@ class Manifest(_Model):
     segments: list[Segment]
     bits: Bits
     plan: Plan | None = None
+    # The upscale the models' residuals are added to (fitcast/2 may say bicubic; fitcast/1 is lanczos).
+    base: Base = LANCZOS
 
     @field_validator("format")
     @classmethod
@@ -178,6 +180,8 @@ class Manifest(_Model):
                 if route not in known:
                     raise ValueError(f"segment {seg.index} routes group {label} to {route!r}, which this reader "
                                      "does not know")
+        if self.base != LANCZOS and self.major < 2:
+            raise ValueError(f"a {self.base} base needs fitcast/2 (readers of {self.format} add residuals to lanczos)")
         if self.major >= 2:
             if self.plan is None or any(seg.plan_uri is None or seg.plan_sha256 is None for seg in self.segments):
                 raise ValueError(f"a {self.format} asset needs its plan and every segment's plan map")

@@ -20,6 +20,7 @@ Method = Literal["stdo", "jstdo", "dydca", "generic"]
 METHODS: tuple[str, ...] = get_args(Method)
 PresetName = Literal["fast", "realtime", "balanced", "best"]
 PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
+Base = Literal["lanczos", "bicubic"]  # what the models' residuals are added to
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
 
 METHOD_HELP = {
@@ -73,6 +74,10 @@ class EncodeOptions(UploadOptions):
     # profile), the frames its player may render ahead, and the share of each frame's interval the
     # plan leaves free for what predictions miss.
     device_profile: Path | None = None
+    # The upscale every model's residual is added to: lanczos (the reference every gain is measured
+    # against), or bicubic where the device cannot afford lanczos beside the models (auto: a planned
+    # asset whose lanczos base would take over half the frame interval on the device; README, speed).
+    base: Literal["auto", "lanczos", "bicubic"] = "auto"
     plan_queue: Annotated[int, Field(ge=1, le=120)] = 8
     plan_headroom: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.15
 

@@ -95,7 +95,7 @@ def fit_network_costs(rows: list[dict[str, Any]]) -> tuple[float, np.ndarray]:
 
 
 def route_costs(profile: dict[str, Any], *, scale: int, output: tuple[int, int], window: int, patches: int,
-                archs: list[dict[str, Any]]) -> RouteCosts:
+                archs: list[dict[str, Any]], base: str = "lanczos") -> RouteCosts:
     """The costs of one asset's routes on the profiled device (the profile's ``plan`` section)."""
     plan = profile.get("plan")
     if not plan:
@@ -114,7 +114,7 @@ def route_costs(profile: dict[str, Any], *, scale: int, output: tuple[int, int],
     return RouteCosts(frame_ms=near["frame_ms"] * grow, move_ms=near["move_ms"] * per_patch,
                       zero_ms=near["zero_ms"] * per_patch, call_ms=tuple(c for c, _ in model_costs),
                       window_ms=tuple(w for _, w in model_costs),
-                      feed_ms=near["feed_ms"] * grow)
+                      feed_ms=near.get(f"feed_ms_{base}", near["feed_ms"] if base == "lanczos" else 0.0) * grow)
 
 
 def network_cost(rows: list[dict[str, Any]], widths: list[int], scale: int, window: int) -> tuple[float, float]:

@@ -93,8 +93,9 @@ class RoutedUpscaler:
     frame on the batch of its patches.
     """
 
-    def __init__(self, grid: Grid, sessions: Mapping[str, Session]) -> None:
+    def __init__(self, grid: Grid, sessions: Mapping[str, Session], base: str = LANCZOS) -> None:
         self.grid = grid
+        self.base = base
         self.sessions = dict(sessions)
         self.canvas = FrameCanvas(grid)
         n, w, ps = grid.patches, grid.window, grid.hr_patch
@@ -103,15 +104,16 @@ class RoutedUpscaler:
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> "RoutedUpscaler":
-        return cls(manifest.grid(), sessions)
+        return cls(manifest.grid(), sessions, manifest.base)
 
     def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
                 base: np.ndarray | None = None) -> np.ndarray:
         """Return the HR frame (a view into a reused buffer: copy it to keep it).
 
-        ``base`` may pass the lanczos upscale of ``lr`` when the caller already has it.
+        ``base`` may pass the base upscale of ``lr`` (``self.base``: lanczos unless the asset says
+        otherwise) when the caller already has it.
         """
-        self.canvas.set_base(upscale(lr, self.grid.scale, "lanczos") if base is None else base)
+        self.canvas.set_base(upscale(lr, self.grid.scale, self.base) if base is None else base)
         plan = routes_by_model(routes)
         if plan:
             windows = self.grid.windows(self.grid.pad(lr))

@@ -212,12 +212,13 @@ def plan_player(scale: int, output: tuple[int, int], *, runs: int) -> dict[str, 
     frame = _timer(lambda: up.upscale(lr, base, reuse, still), runs=runs)
     move = _timer(lambda: up.upscale(lr, base, reuse, moved), runs=runs)
     zero = _timer(lambda: up.upscale(lr, base, np.zeros(grid.shape, np.uint8), still), runs=runs)
-    feed = decode_ms(grid.lr_w, grid.lr_h, runs=max(3, runs // 3)) + _timer(lambda: upscale(lr, scale, "lanczos"),
-                                                                           runs=runs)
+    decode = decode_ms(grid.lr_w, grid.lr_h, runs=max(3, runs // 3))
+    feed = {kind: decode + _timer(lambda: upscale(lr, scale, kind), runs=runs) for kind in ("lanczos", "bicubic")}
     n = grid.patches
     return {"scale": scale, "output": list(output), "patch": PLAN_PATCH, "patches": n, "frame_ms": round(frame, 4),
             "move_ms": round(max(0.0, move - frame) / n, 5), "zero_ms": round(max(0.0, zero - frame) / n, 5),
-            "feed_ms": round(feed, 4)}
+            "feed_ms": round(feed["lanczos"], 4), "feed_ms_lanczos": round(feed["lanczos"], 4),
+            "feed_ms_bicubic": round(feed["bicubic"], 4)}
 
 
 def decode_ms(width: int, height: int, *, runs: int) -> float:

@@ -82,14 +82,15 @@ def encode(
     src = run("probe", probe_source, Path(source), options, patch=patch, limits=limits)
     grid = Grid(src.lr[0], src.lr[1], patch, receptive_radius(arch), options.scale)
     target = plan_target(options.device_profile, asked_fps=options.target_fps, source_fps=float(src.fps), grid=grid,
-                         queue=options.plan_queue, headroom=options.plan_headroom)
+                         queue=options.plan_queue, headroom=options.plan_headroom, base=options.base)
+    base = target.base if target else ("lanczos" if options.base == "auto" else options.base)
     # 2. transcode: HR crop -> LR -> H.264 HLS, one closed GOP per segment (published: the LR stream plays)
     rendition = run("transcode", transcode, src, layout.hls, options)
     # 3. analyse: the difficulty of every patch of the *decoded* LR, k quantile groups
     analysis = run("analyse", analyse, src, rendition, grid, options.k)
     # 4. sample: (LR window, HR residual over lanczos) training pairs per group
     samples = run("sample", sample, src, rendition, analysis, recipe, per_group=preset.samples_per_group,
-                  work=layout.work, seed=options.seed)
+                  work=layout.work, seed=options.seed, base=base)
     # 5. train: what the recipe trains, on the executor (inline, process pool or Ray)
     specs = recipe.train_specs(samples, arch, k=analysis.k, options=options, preset=preset, overlap=grid.overlap,
                                work=layout.work)
@@ -99,12 +100,12 @@ def encode(
                  int8=options.int8, seed=options.seed)
     # 7. evaluate: the player's pixels, the per-segment do-no-harm gate, the quality numbers
     evaluation = run("evaluate", evaluate, src, rendition, analysis, models, recipe.group_models(analysis.k),
-                     int8=options.int8)
+                     int8=options.int8, base=base)
     # 8. plan: every frame's route per patch for the target device and rate (none with target fps 0)
     plan = run("plan", plan_frames, src, rendition, analysis, models, target, int8=options.int8) if target else None
     # 9. publish: sr/ (models, labels, plans, manifest), then report/
     manifest = run("publish", publish, layout.sr, asset_id, src, rendition, analysis, models, evaluation, plan,
-                   method=recipe.name, int8=options.int8)
+                   method=recipe.name, int8=options.int8, base=base)
     report = quality_report(options, src, rendition, analysis, models, trained, evaluation, plan, manifest,
                             arch=arch, warm_start=recipe.warm_start(options, preset), seconds=run.seconds)
     write_report(layout.report, report)
@@ -122,7 +123,7 @@ def replan(source: str | Path, asset_dir: str | Path, *, target_fps: float | Non
     # 1. read back what the encode published: the manifest, the rendition, the groups, the models
     old = published(layout, Path(source))
     target = plan_target(device_profile, asked_fps=target_fps, source_fps=float(old.src.fps), grid=old.analysis.grid,
-                         queue=queue, headroom=headroom)
+                         queue=queue, headroom=headroom, base=old.manifest.base)  # the models' base is fixed
     if target is None:
         raise InvalidInputError("replan needs a rate to plan for (--target-fps above 0)")
     run = StageRunner(progress)
@@ -130,7 +131,7 @@ def replan(source: str | Path, asset_dir: str | Path, *, target_fps: float | Non
     plan = run("plan", plan_frames, old.src, old.rendition, old.analysis, old.models, target, int8=old.int8)
     # 3. publish sr/ again and the report's plan
     manifest = run("publish", publish, layout.sr, old.manifest.asset_id, old.src, old.rendition, old.analysis,
-                   old.models, old.evaluation, plan, method=old.manifest.method, int8=old.int8)
+                   old.models, old.evaluation, plan, method=old.manifest.method, int8=old.int8, base=old.manifest.base)
     report = json.loads((layout.report / "quality.json").read_text())
     report["plan"] = plan_report(plan, report["psnr_y_sr"] - report["psnr_y_lanczos"], report["psnr_y_lanczos"])
     report["frame_psnr_y"]["planned"] = plan.frame_psnr
@@ -314,7 +315,7 @@ def analyse(src: Source, rendition: Rendition, grid: Grid, k: int, *, progress: 
 
 
 def sample(src: Source, rendition: Rendition, analysis: Analysis, recipe: Recipe, *, per_group: int, work: Path,
-           seed: int, progress: StageProgress) -> SampleFiles:
+           seed: int, base: str = "lanczos", progress: StageProgress) -> SampleFiles:
     from sr_models.samples import patch_pairs, pick_per_group, save_samples
 
     shutil.rmtree(work, ignore_errors=True)
@@ -328,7 +329,7 @@ def sample(src: Source, rendition: Rendition, analysis: Analysis, recipe: Recipe
                                                                   rendition.segments), analysis.labels):
         for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
             if chosen[frame0 + j].any():
-                rows, cols, windows, residuals = patch_pairs(lr, hr, analysis.grid, chosen[frame0 + j])
+                rows, cols, windows, residuals = patch_pairs(lr, hr, analysis.grid, chosen[frame0 + j], base)
                 of_group = labels[j][rows, cols]
                 for g in np.unique(of_group):
                     lrs[g].append(windows[of_group == g])
@@ -379,32 +380,33 @@ def export_models(models: list[ShippedModel], samples: SampleFiles, grid: Grid, 
 
 
 def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list[ShippedModel],
-             group_models: list[str], *, int8: bool, progress: StageProgress) -> Evaluation:
+             group_models: list[str], *, int8: bool, base: str = "lanczos", progress: StageProgress) -> Evaluation:
     """Upscale every frame as the player will (its own functions), gate each group per segment
     (a group goes to lanczos where its model does not beat it) and measure the result; the
     same routes through the fp32 models give what int8 costs."""
     grid, k = analysis.grid, analysis.k
-    upscaler = RoutedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models})
-    fp32 = RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}) if int8 else None
+    upscaler = RoutedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, base)
+    fp32 = RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}, base) if int8 else None
     all_sr = {str(g): group_models[g] for g in range(k)}
     result = Evaluation(segments=[], frame_psnr={"lanczos": [], "bicubic": [], "sr": [], "sr_fp32": []},
                         frame_ssim={"lanczos": [], "sr": []})
     done = 0
     for (seg, lr_frames, hr_frames), labels in zip(paired_frames(src.path, src.crop, rendition.hls,
                                                                   rendition.segments), analysis.labels):
-        bases = [upscale(lr, grid.scale, "lanczos") for lr in lr_frames]
+        bases = [upscale(lr, grid.scale, base) for lr in lr_frames]
+        lanczos = bases if base == "lanczos" else [upscale(lr, grid.scale, "lanczos") for lr in lr_frames]
         srs = [upscaler.upscale(lr, lab, all_sr, base).copy() for lr, lab, base in zip(lr_frames, labels, bases)]
         routes = gate(srs, bases, hr_frames, labels, grid, all_sr)
         psnr_l, psnr_sr = [], []
-        for lr, hr, lab, base, sr in zip(lr_frames, hr_frames, labels, bases, srs):
-            final = select_patches(base, sr, lab, routes, grid)
-            psnr_l.append(psnr_y(base, hr))
+        for lr, hr, lab, frame_base, lz, sr in zip(lr_frames, hr_frames, labels, bases, lanczos, srs):
+            final = select_patches(frame_base, sr, lab, routes, grid)
+            psnr_l.append(psnr_y(lz, hr))
             psnr_sr.append(psnr_y(final, hr))
             result.frame_psnr["bicubic"].append(psnr_y(upscale(lr, grid.scale, "bicubic"), hr))
-            result.frame_ssim["lanczos"].append(ssim_y(base, hr))
+            result.frame_ssim["lanczos"].append(ssim_y(lz, hr))
             result.frame_ssim["sr"].append(ssim_y(final, hr))
             if fp32 is not None:
-                result.frame_psnr["sr_fp32"].append(psnr_y(fp32.upscale(lr, lab, routes, base), hr))
+                result.frame_psnr["sr_fp32"].append(psnr_y(fp32.upscale(lr, lab, routes, frame_base), hr))
         result.frame_psnr["lanczos"] += psnr_l
         result.frame_psnr["sr"] += psnr_sr
         result.segments.append(SegmentReport(seg.index, len(lr_frames), float(np.mean(psnr_l)),
@@ -432,12 +434,12 @@ def gate(srs: list[np.ndarray], bases: list[np.ndarray], hrs: list[np.ndarray], 
 
 def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, analysis: Analysis,
             models: list[ShippedModel], evaluation: Evaluation, plan: PlanResult | None, *, method: str, int8: bool,
-            progress: StageProgress) -> Manifest:
+            base: str = "lanczos", progress: StageProgress) -> Manifest:
     """Write sr/ (content-addressed models, label maps and plan maps, the manifest) as one atomic
     rename; a planned asset is ``fitcast/2`` (readers that cannot follow a plan refuse it)."""
     used = evaluation.used_models() | (set(plan.routes[2:]) if plan else set())
     with atomic_dir(sr_dir) as tmp:
-        entries = [entry for m in models if m.id in used for entry in _model_entries(tmp, m, int8)]
+        entries = [entry for m in models if m.id in used for entry in _model_entries(tmp, m, int8, base)]
         segments, label_bytes, plan_bytes = [], 0, 0
         for seg, labels, rep in zip(rendition.segments, analysis.labels, evaluation.segments):
             data = save_labels(labels)
@@ -459,7 +461,7 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
         model_bits = sum(e.bytes for e in entries if e.precision == shipped) * 8
         grid = analysis.grid
         manifest = Manifest(
-            format=FORMAT_PLANNED if plan else FORMAT, asset_id=asset_id, scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
+            format=FORMAT_PLANNED if plan or base != LANCZOS else FORMAT, asset_id=asset_id, base=base, scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
             crop=src.crop, init_uri=f"../hls/{INIT}",
             patch=PatchSpec(size=grid.patch, grid=(grid.gw, grid.gh), overlap=grid.overlap),
             method=method, k=analysis.k, scorer=SCORER, models=entries, segments=segments,
@@ -489,6 +491,7 @@ def quality_report(options: EncodeOptions, src: Source, rendition: Rendition, an
         "method": options.method,
         "k": analysis.k,
         "preset": options.preset,
+        "base": manifest.base,
         "frames": rendition.frames,
         "source": {"width": src.info.width, "height": src.info.height, "fps": float(src.fps), "codec": src.info.codec},
         "hr": list(src.hr),
@@ -604,7 +607,7 @@ def calibration_windows(samples: Path, group: int | None, *, seed: int, n: int =
     return np.ascontiguousarray(lr[np.sort(idx)].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool) -> list[ModelEntry]:
+def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool, base: str) -> list[ModelEntry]:
     """The manifest entries of one model (fp32, and int8 when shipped), files stored xz-coded."""
     from sr_models.export import INT8_WEIGHT_BITS
 
@@ -615,7 +618,7 @@ def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool) -> list[ModelE
         path, digest = put_content(sr_dir / "models", blob, "onnx.xz")
         entries.append(ModelEntry(id=model.id, uri=f"models/{path.name}", sha256=digest, bytes=len(blob), encoding="xz",
                                   arch=model.arch, params=model.params, macs_per_lr_px=model.macs_per_lr_px,
-                                  precision=precision, runtime_hint="onnxruntime", group=model.group,
+                                  precision=precision, runtime_hint="onnxruntime", group=model.group, residual=base,
                                   weight_bits=INT8_WEIGHT_BITS if precision == "int8" else None))
     return entries
 

@@ -41,6 +41,7 @@ class PlanTarget:
     profile: dict[str, Any] = field(repr=False)
     profile_sha256: str
     asked_fps: float | None  # what the options asked for (None: the source's rate)
+    base: str = "lanczos"  # the upscale the models' residuals go on (see plan_target)
 
     @property
     def prebuffer(self) -> int:
@@ -51,33 +52,43 @@ class PlanTarget:
     def device(self) -> str:
         return str(self.profile.get("device", "unknown device"))
 
-    def costs(self, grid: Grid, archs: list[dict[str, Any]]) -> RouteCosts:
+    def costs(self, grid: Grid, archs: list[dict[str, Any]], base: str = "lanczos") -> RouteCosts:
         return route_costs(self.profile, scale=grid.scale, output=grid.hr_size, window=grid.window,
-                           patches=grid.patches, archs=archs)
+                           patches=grid.patches, archs=archs, base=base)
 
 
 def plan_target(profile_path: Path | None, *, asked_fps: float | None, source_fps: float, grid: Grid, queue: int,
-                headroom: float) -> PlanTarget | None:
+                headroom: float, base: str = "auto") -> PlanTarget | None:
     """The target of a plan, or None when none is asked for (``target_fps`` 0).
 
-    Fails early (one line) when the device cannot decode and upscale the base at an asked rate;
-    the default rate (the source's) is lowered to what the device can feed instead."""
+    The base (``auto``): lanczos, unless on this device the lanczos base alone would take over
+    half the frame interval in the player's feed thread; then bicubic, a quarter of the cost
+    (measured on a 2-core AVX2 EPYC, x4 to 1920x1080: with lanczos the feed thread starved the
+    models and playback stayed under 30 fps; README, speed).  Fails early (one line) when the
+    device cannot decode and upscale the base at an asked rate; the default rate (the source's)
+    is lowered to what the device can feed instead."""
     if asked_fps == 0:
         return None
     path = profile_path or REFERENCE_PROFILE
     profile = load_profile(path, need_layers=False)
     sha = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()
     fps = asked_fps or source_fps
-    feed = route_costs(profile, scale=grid.scale, output=grid.hr_size, window=grid.window, patches=grid.patches,
-                       archs=[]).feed_ms
+
+    def feed_ms(kind: str) -> float:
+        return route_costs(profile, scale=grid.scale, output=grid.hr_size, window=grid.window,
+                           patches=grid.patches, archs=[], base=kind).feed_ms
+
+    if base == "auto":
+        base = "bicubic" if feed_ms("lanczos") > 0.5 * 1000.0 / fps and feed_ms("bicubic") > 0 else "lanczos"
+    feed = feed_ms(base)
     can = 1000.0 / (feed / max(1e-6, 1.0 - headroom))
     if fps > can:
         if asked_fps is not None:
-            raise InvalidInputError(f"{profile.get('device', path.name)} decodes and upscales the lanczos base in "
+            raise InvalidInputError(f"{profile.get('device', path.name)} decodes and upscales the {base} base in "
                                     f"{feed:.1f} ms a frame at {grid.hr_size[0]}x{grid.hr_size[1]}: at most "
                                     f"{can:.1f} fps, not {fps:g} (ask for less, or --target-fps 0 for no plan)")
         fps = can
-    return PlanTarget(fps, queue, headroom, profile, sha, asked_fps)
+    return PlanTarget(fps, queue, headroom, profile, sha, asked_fps, base)
 
 
 @dataclass
@@ -123,7 +134,8 @@ def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], targ
     """Plan every frame (segments in order, each from a clean canvas) and compose it as the player will."""
     grid = analysis.grid
     routes = [LANCZOS, REUSE] + [m.id for m in models]
-    costs = target.costs(grid, [m.arch for m in models])
+    base = target.base
+    costs = target.costs(grid, [m.arch for m in models], base)
     up = PlannedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, routes)
     clock = PlanClock(1000.0 / target.fps, target.queue, prebuffer=target.prebuffer, headroom=target.headroom)
     motion = MotionEstimator(grid)
@@ -132,12 +144,12 @@ def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], targ
         up.reset()
         codes, vectors, predicted, psnr = [], [], [], []
         for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
-            base = upscale(lr, grid.scale, "lanczos")
+            frame_base = upscale(lr, grid.scale, base)
             candidates = motion.vectors(hr_frames[j - 1], hr) if j else None
-            errors = route_errors(up, [m.id for m in models], lr, base, hr, candidates)
+            errors = route_errors(up, [m.id for m in models], lr, frame_base, hr, candidates)
             choice = choose_routes(*errors, costs, clock.budget(t, first_of_segment=j == 0))
             late += clock.finish(t, choice.predicted_ms)
-            frame = up.upscale(lr, base, choice.codes, choice.motion)  # what the player computes
+            frame = up.upscale(lr, frame_base, choice.codes, choice.motion)  # what the player computes
             codes.append(choice.codes)
             vectors.append(choice.motion)
             predicted.append(choice.predicted_ms)

@@ -35,12 +35,12 @@ def read_samples(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return npz["lr"], npz["res"], group
 
 
-def patch_pairs(lr: np.ndarray, hr: np.ndarray, grid: Grid,
-                pick: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def patch_pairs(lr: np.ndarray, hr: np.ndarray, grid: Grid, pick: np.ndarray,
+                base_kind: str = "lanczos") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Training pairs of the patches where ``pick`` (bool[gh, gw]) is set: their rows, columns,
-    LR windows (uint8, patch + halo) and HR residuals over the frame's lanczos upscale (int16)."""
+    LR windows (uint8, patch + halo) and HR residuals over the frame's ``base_kind`` upscale (int16)."""
     rows, cols = np.nonzero(pick)
-    base = upscale(lr, grid.scale, "lanczos")
+    base = upscale(lr, grid.scale, base_kind)
     windows = grid.windows(grid.pad(lr))[rows, cols]
     residuals = grid.hr_blocks(hr)[rows, cols].astype(np.int16) - grid.hr_blocks(base)[rows, cols]
     return rows, cols, windows, residuals

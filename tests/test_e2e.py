@@ -61,6 +61,7 @@ def test_audio_travels_with_the_lr_stream_and_into_play_out(chaplin_piece, tmp_p
 
     out = tmp_path / "chaplin"
     run("encode", chaplin_piece, "-o", out, "--preset", "fast", "--iterations", "30", "--segment-seconds", "0.5",
+        "--target-fps", "0",
         "--quiet")
     manifest = json.loads((out / "sr" / "manifest.json").read_text())
     bits = manifest["bits"]

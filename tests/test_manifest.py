@@ -33,8 +33,8 @@ def test_unknown_fields_are_ignored_and_minor_versions_read(leaf_asset):
 
 def test_unknown_major_version_is_refused(leaf_asset):
     data = _data(leaf_asset)
-    data["format"] = "fitcast/2"
-    with pytest.raises(UnsupportedFormatError, match="fitcast/2"):
+    data["format"] = "fitcast/3"
+    with pytest.raises(UnsupportedFormatError, match="fitcast/3"):
         parse(json.dumps(data))
     with pytest.raises(ValueError):  # also a ValueError for callers that do not know fitcast
         Manifest.model_validate(data)

@@ -51,7 +51,8 @@ def test_group_weights_are_validated():
 @pytest.mark.parametrize("method", ["jstdo", "dydca"])
 def test_method_end_to_end_on_a_real_clip(method, bear_piece, tmp_path):
     out = tmp_path / method
-    m = encode(bear_piece, out, EncodeOptions(method=method, k=2, preset="fast", iterations=150, segment_seconds=0.5))
+    m = encode(bear_piece, out, EncodeOptions(method=method, k=2, preset="fast", iterations=150, segment_seconds=0.5,
+                                              target_fps=0))
     assert m.method == method
     if method == "jstdo":
         assert sorted((e.id, e.precision) for e in m.models) == [("jstdo", "fp32"), ("jstdo", "int8")]
@@ -99,7 +100,7 @@ def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path)
     from sr_models.generic import generic_arch, generic_weights
 
     out = tmp_path / "generic"
-    m = encode(bear_piece, out, EncodeOptions(method="generic", k=2, segment_seconds=0.5))
+    m = encode(bear_piece, out, EncodeOptions(method="generic", k=2, segment_seconds=0.5, target_fps=0))
     assert m.method == "generic"
     assert sorted((e.id, e.precision) for e in m.models) == [("generic", "fp32"), ("generic", "int8")]
     q = json.loads((out / "report" / "quality.json").read_text())
@@ -122,7 +123,8 @@ def test_warm_start_from_the_generic_model_learns_faster(bear_piece, tmp_path):
     gains = {}
     for warm in (False, True):
         out = tmp_path / f"warm{warm}"
-        encode(bear_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20, warm_start=warm))
+        encode(bear_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20, warm_start=warm,
+                                                   target_fps=0))
         q = json.loads((out / "report" / "quality.json").read_text())
         assert q["warm_start"] is warm
         gains[warm] = q["psnr_y_sr_fp32"] - q["psnr_y_lanczos"]

@@ -27,7 +27,7 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
     server = _start(root, port)
     base = f"http://127.0.0.1:{port}/v1/assets"
     try:
-        r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5}, content=leaf_piece.read_bytes(),
+        r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}, content=leaf_piece.read_bytes(),
                        headers={"Content-Type": "video/mp4"}, timeout=60)
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]

@@ -110,8 +110,8 @@ def test_publish_writes_a_manifest_of_content_addressed_files(staged, tmp_path):
     model = P.export_models([_model("jstdo", None, 0.01)], files, analysis.grid, int8=False, seed=0,
                             progress=_quiet)[0]
     ev = P.Evaluation(segments=[P.SegmentReport(i, 15, 30.0, 30.5, {"0": "jstdo", "1": LANCZOS}) for i in range(2)])
-    m = P.publish(tmp_path / "sr", "leaf-test", src, rendition, analysis, [model], ev, method="jstdo", int8=False,
-                  progress=_quiet)
+    m = P.publish(tmp_path / "sr", "leaf-test", src, rendition, analysis, [model], ev, None, method="jstdo",
+                  int8=False, progress=_quiet)
     on_disk = parse((tmp_path / "sr" / "manifest.json").read_text())
     assert on_disk == m and m.grid() == analysis.grid
     assert [e.precision for e in m.models] == ["fp32"] and m.bits.models == m.models[0].bytes * 8
@@ -130,5 +130,5 @@ def test_a_stage_reports_its_own_progress_and_seconds():
         return x + 1
 
     assert run("analyse", stage, 1) == 2
-    assert seen == [("analyse", 0.1), ("analyse", 0.14), ("analyse", 0.18)]  # 0.10 + 0.08 x fraction
+    assert seen == [("analyse", 0.09), ("analyse", 0.12), ("analyse", 0.15)]  # 0.09 + 0.06 x fraction
     assert set(run.seconds) == {"analyse", "total"}

@@ -64,6 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="the device to plan for (`fitcast profile-device`; default: the shipped reference, "
                           "a 2-core x86 with OpenVINO int8)")
     enc.add_argument("--plan-queue", type=int, default=8, help="frames the planned player renders ahead")
+    enc.add_argument("--base", choices=("auto", "lanczos", "bicubic"), default="auto",
+                     help="the upscale the models' residuals go on (auto: lanczos, unless the planned device would "
+                          "spend over half of each frame on the lanczos base)")
     enc.add_argument("--plan-headroom", type=float, default=0.15,
                      help="share of each frame's interval the plan leaves for what predictions miss")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -199,7 +202,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         scale=args.scale, method=args.method or ("jstdo" if args.arch else None), k=args.k, crf=args.crf,
         segment_seconds=args.segment_seconds, preset=args.preset, iterations=args.iterations,
         group_weights=args.group_weights, int8=args.int8, train_device=args.train_device, warm_start=args.warm_start,
-        target_fps=args.target_fps, device_profile=args.device_profile, plan_queue=args.plan_queue,
+        target_fps=args.target_fps, device_profile=args.device_profile, plan_queue=args.plan_queue, base=args.base,
         plan_headroom=args.plan_headroom, **_searched_arch(args.arch),
     )
     recipe_for(options)  # refuse what the method cannot serve before anything runs

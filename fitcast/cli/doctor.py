@@ -43,7 +43,7 @@ def _runtime_probe(precision: str):
         if precision == "int8":
             calib = np.random.default_rng(0).random((64, 3, PROBE_WINDOW, PROBE_WINDOW), dtype=np.float32)
             model = quantize_int8(model, calib)
-        return time_runtimes(model, PROBE_WINDOW, 920, runtimes=runtimes, rounds=2)  # a 720p frame at x2
+        return time_runtimes(model, PROBE_WINDOW, 240, runtimes=runtimes, rounds=2)  # a 720p frame at x2
 
     return probe
 

@@ -67,15 +67,15 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
     if not 0 <= frame < seg.frames:
         raise NotFoundError(f"segment {segment} has frames 0..{seg.frames - 1}, not {frame}")
     frames = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))
-    base = upscale(frames[frame], m.scale, "lanczos")
+    base = upscale(frames[frame], m.scale, m.base)
     if mode == "lanczos":
-        img = base
+        img = upscale(frames[frame], m.scale, "lanczos")
     elif m.plan is not None and seg.plan_uri and seg.plan_sha256:  # a plan carries detail from frame to frame
         codes, motion = load_plan(asset.read(seg.plan_uri, seg.plan_sha256), frames=seg.frames,
                                   shape=m.grid().shape, routes=len(m.plan.routes))
         upscaler.reset()
         for j in range(frame + 1):
-            img = upscaler.upscale(frames[j], base if j == frame else upscale(frames[j], m.scale, "lanczos"),
+            img = upscaler.upscale(frames[j], base if j == frame else upscale(frames[j], m.scale, m.base),
                                    codes[j], motion[j])
     else:
         labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
