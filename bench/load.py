@@ -35,7 +35,6 @@ from fitcast.media import cut  # noqa: E402
 from server.launch import start_server  # noqa: E402
 
 
-
 def upload(base: str, clip: Path) -> str:
     r = httpx.post(f"{base}/v1/assets", params={"preset": "fast", "segment_seconds": 1}, content=clip.read_bytes(),
                    headers={"Content-Type": "video/mp4"}, timeout=120)
@@ -100,11 +99,12 @@ async def player(base: str, asset_id: str, deadline: float, rec: Recorder) -> No
 
 async def uploader(base: str, clip: Path, delay: float, rec: Recorder) -> None:
     await asyncio.sleep(delay)
+    body = await asyncio.to_thread(clip.read_bytes)
     async with httpx.AsyncClient(timeout=120) as client:
         t0 = time.perf_counter()
         try:
             r = await client.post(f"{base}/v1/assets", params={"preset": "fast", "segment_seconds": 1},
-                                  content=clip.read_bytes(), headers={"Content-Type": "video/mp4"})
+                                  content=body, headers={"Content-Type": "video/mp4"})
         except httpx.HTTPError as exc:
             rec.errors.append(f"upload: {type(exc).__name__}")
             return
@@ -140,7 +140,8 @@ def to_markdown(s: dict) -> str:
              f"{s['mbytes_per_s']:.1f} MB/s), {s['errors']} errors.", "",
              "| request | count | p50 | p99 | max |", "|---|---|---|---|---|"]
     for kind, k in s["kinds"].items():
-        lines.append(f"| {kind} | {k['requests']} | {k['p50_ms']:.1f} ms | {k['p99_ms']:.1f} ms | {k['max_ms']:.1f} ms |")
+        lines.append(f"| {kind} | {k['requests']} | {k['p50_ms']:.1f} ms | {k['p99_ms']:.1f} ms | "
+                     f"{k['max_ms']:.1f} ms |")
     return "\n".join(lines)
 
 

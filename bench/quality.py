@@ -32,8 +32,9 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import MEDIA, clip_piece, machine, update_readme  # noqa: E402
-from fitcast.asset import Fetcher  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
+from fitcast.asset import Fetcher  # noqa: E402
 from fitcast.media import iter_frames, probe, run_ffmpeg, vmaf  # noqa: E402
 from fitcast.metrics import psnr_y  # noqa: E402
 from fitcast.storage import atomic_write_text  # noqa: E402
@@ -117,7 +118,8 @@ class Bench:
                "ssim_y_lanczos": q["ssim_y_lanczos"], "ssim_y_sr": q["ssim_y_sr"],
                "total_kbps": (bits["video"] + bits["models"] + bits["labels"]) / duration / 1000,
                "video_kbps": bits["video"] / duration / 1000,
-               "segments": [{k: s[k] for k in ("index", "psnr_y_lanczos", "psnr_y_sr", "routes")} for s in q["segments"]]}
+               "segments": [{k: s[k] for k in ("index", "psnr_y_lanczos", "psnr_y_sr", "routes")}
+                            for s in q["segments"]]}
         if measure_vmaf:
             crop = tuple(m.crop)
             for key, sr in (("vmaf_sr", True), ("vmaf_lanczos", False)):
@@ -143,7 +145,7 @@ class Bench:
             passlog = str(self.work / "x264pass")
             run_ffmpeg([*base, "-b:v", f"{kbps:.0f}k", "-pass", "1", "-passlogfile", passlog, "-f", "mp4", os.devnull])
             run_ffmpeg([*base, "-b:v", f"{kbps:.0f}k", "-pass", "2", "-passlogfile", passlog, str(out)])
-        psnrs = [psnr_y(a, b) for a, b in zip(iter_frames(out), iter_frames(piece))]
+        psnrs = [psnr_y(a, b) for a, b in zip(iter_frames(out), iter_frames(piece), strict=False)]
         frames = len(psnrs)
         duration = frames / float(info.fps)
         row = {**key, "frames": frames, "kbps": out.stat().st_size * 8 / duration / 1000,
@@ -174,7 +176,8 @@ def bd_rates(data: dict) -> dict[str, float | None]:
     fitcast (total bits, PSNR-Y of the SR) and for LR + lanczos (video bits)."""
     out: dict[str, float | None] = {}
     for clip in sorted({r["clip"] for r in data["runs"]}):
-        ladder = sorted((x["kbps"], x["psnr_y"]) for x in data["x264"] if x["clip"] == clip and x.get("crf") is not None)
+        ladder = sorted((x["kbps"], x["psnr_y"]) for x in data["x264"]
+                        if x["clip"] == clip and x.get("crf") is not None)
         if len(ladder) < 4:
             continue
         ref_rate, ref_psnr = [r for r, _ in ladder], [p for _, p in ladder]
@@ -227,7 +230,8 @@ def to_markdown(data: dict, methods: list[str], crf: int) -> str:
     bd = data.get("bd_rate_vs_full_res_x264") or {}
     if bd:
         lines += ["", "BD-rate against full-resolution x264 (x264 CRF ladder "
-                  f"{', '.join(map(str, X264_CRFS))}; fitcast: LR CRF ladder; negative = fewer bits at equal PSNR-Y):", ""]
+                  f"{', '.join(map(str, X264_CRFS))}; fitcast: LR CRF ladder; "
+                  "negative = fewer bits at equal PSNR-Y):", ""]
         lines += [f"- {k}: {'n/a (no overlap)' if v is None else f'{v:+.1f} %'}" for k, v in bd.items()]
     for row in data["long"]:
         lines += ["", f"Whole clip {row['clip']} ({row['duration']:.1f} s, {row['hr'][0]}x{row['hr'][1]}, x2, "
@@ -253,7 +257,7 @@ def plots(data: dict, out: Path, crf: int) -> None:
         cols = min(4, len(keys))
         rows = -(-len(keys) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height * rows), squeeze=False)
-        for ax, (clip, scale) in zip(axes.flat, keys):
+        for ax, (clip, scale) in zip(axes.flat, keys, strict=False):
             if not draw(ax, clip, scale):
                 continue
             ax.set_title(f"{clip} x{scale}", fontsize=9)
@@ -270,12 +274,13 @@ def plots(data: dict, out: Path, crf: int) -> None:
         runs = [r for r in data["runs"] if r["clip"] == clip and r["scale"] == scale]
         for method in sorted({r["method"] for r in runs}):
             pts = sorted((r["total_kbps"], r["psnr_y_sr"]) for r in runs if r["method"] == method)
-            ax.plot(*zip(*pts), "o-", label=f"fitcast {method}")
+            ax.plot(*zip(*pts, strict=False), "o-", label=f"fitcast {method}")
         lz = sorted({(r["video_kbps"], r["psnr_y_lanczos"]) for r in runs})
-        ax.plot(*zip(*lz), "s--", color="gray", label="LR + lanczos")
-        ladder = sorted((x["kbps"], x["psnr_y"]) for x in data["x264"] if x["clip"] == clip and x.get("crf") is not None)
+        ax.plot(*zip(*lz, strict=False), "s--", color="gray", label="LR + lanczos")
+        ladder = sorted((x["kbps"], x["psnr_y"]) for x in data["x264"]
+                        if x["clip"] == clip and x.get("crf") is not None)
         if ladder:
-            ax.plot(*zip(*ladder), "^:", color="black", label="full-res x264")
+            ax.plot(*zip(*ladder, strict=False), "^:", color="black", label="full-res x264")
         ax.set_xscale("log")
         return True
 
@@ -334,7 +339,8 @@ def main() -> int:
         for scale in args.scales:
             for method in args.methods:
                 bench.encode_run(label, piece, scale, method, args.crf, measure_vmaf=args.vmaf)
-            mine = [r for r in bench.data["runs"] if r["clip"] == label and r["scale"] == scale and r["crf"] == args.crf]
+            mine = [r for r in bench.data["runs"]
+                    if r["clip"] == label and r["scale"] == scale and r["crf"] == args.crf]
             best = max(mine, key=lambda r: r["psnr_y_sr"])
             bench.x264_run(label, piece, kbps=best["total_kbps"], for_run=best)
     for spec in args.ladder:

@@ -72,7 +72,7 @@ def run(pieces: list[tuple[str, Path, Path]], *, rounds: int, target_fps: float,
             print(f"round {r + 1}: {label} {config}: {rep['fps_median']:.1f} fps, "
                   f"{rep.get('psnr_y_sr', 0) - rep.get('psnr_y_lanczos', 0):+.2f} dB", flush=True)
     rows = []
-    for label, piece, asset in pieces:
+    for label, _, asset in pieces:
         quality = json.loads((asset / "report" / "quality.json").read_text())
         unplanned_gain = None
         for config in CONFIGS:
@@ -142,7 +142,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Reuse alone ({alone['clip']}, planned with a budget that binds nothing): "
                       f"{alone['fps_reuse']:.1f} fps against {alone['fps_unplanned']:.1f} unplanned "
                       f"({alone['fps_reuse'] / alone['fps_unplanned']:.1f}x), {alone['gain_reuse_db']:+.2f} dB against "
-                      f"{alone['gain_unplanned_db']:+.2f} dB, {100 * alone['reuse_share']:.0f} % of the patches reused."]
+                      f"{alone['gain_unplanned_db']:+.2f} dB, {100 * alone['reuse_share']:.0f} % of the patches "
+                      "reused."]
     return "\n".join(lines)
 
 

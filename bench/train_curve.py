@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     cpu = time.process_time() - cpu0
                     gain = held_out_gain(out, arch, overlap, hold_path)
                     row = {"device": str(dev), "device_name": _device_name(dev), "batch_size": bs,
-                           "variant": variant, "precision": r.precision, "layout": r.layout, "iterations": iters, "seconds": r.seconds, "cpu_seconds": cpu,
+                           "variant": variant, "precision": r.precision, "layout": r.layout, "iterations": iters,
+                           "seconds": r.seconds, "cpu_seconds": cpu,
                            "it_per_s": r.it_per_s, "patches_per_s": r.it_per_s * bs, "held_out_gain_db": gain,
                            "db_per_cpu_minute": gain / (cpu / 60) if cpu > 0 else None, "loss_last": r.loss_last}
                     print(json.dumps(row), flush=True)

@@ -2,7 +2,8 @@
 
 Dense optical flow (OpenCV's DIS, on the frames brought to the LR size) from the current
 frame to the last one gives, for every pixel, where it came from; a patch's vector is the
-median over its pixels, scaled to whole HR pixels.  The encoder measures whether moving the last frame's detail along it beats the
+median over its pixels, scaled to whole HR pixels.  The encoder measures whether moving the last
+frame's detail along it beats the
 other routes, so a wrong vector costs nothing but the time to try it.
 """
 

@@ -104,7 +104,7 @@ def _hull_steps(free_err: np.ndarray, model_err: np.ndarray, window_ms: tuple[fl
             while len(hull) >= 2 and _ratio(hull[-2], hull[-1]) <= _ratio(hull[-1], point):
                 hull.pop()
             hull.append(point)
-        for a, b in zip(hull[:-1], hull[1:]):
+        for a, b in zip(hull[:-1], hull[1:], strict=False):
             steps.append((int(patch), a[0], b[0], a[2] - b[2], b[1] - a[1], _ratio(a, b)))
     steps.sort(key=lambda s: -s[5])
     return [s[:5] for s in steps]

@@ -7,7 +7,7 @@ residuals to), over the HR pixels of each patch that lie inside the frame.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -19,9 +19,10 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Frame(NamedTuple):
     """One decoded frame and what the feed prepared for it."""
 
     segment: Segment
-    index: int  # within the segment
+    position: int  # within the segment
     lr: np.ndarray
     base: np.ndarray  # the lanczos upscale
     labels: np.ndarray  # uint8 [gh, gw]
@@ -118,7 +119,8 @@ class FrameFeed:
                     self.segments.append(data)
                 labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
                 if labels.shape[0] != seg.frames:
-                    raise InvalidInputError(f"segment {seg.index}: {labels.shape[0]} label maps for {seg.frames} frames")
+                    raise InvalidInputError(f"segment {seg.index}: {labels.shape[0]} label maps for "
+                                            f"{seg.frames} frames")
                 codes = motion = None
                 if planned:
                     assert m.plan is not None and seg.plan_uri and seg.plan_sha256
@@ -208,10 +210,10 @@ class Renderer:
     def render(self, frame: Frame, policy: DegradePolicy | None) -> np.ndarray:
         if self.planned:
             assert frame.codes is not None and frame.motion is not None
-            if frame.index == 0:
+            if frame.position == 0:
                 self.upscaler.reset()
             skip = frozenset(self.models[len(self.models) - policy.level:]) if policy and policy.level else frozenset()
-            for code, count in zip(*np.unique(frame.codes, return_counts=True)):
+            for code, count in zip(*np.unique(frame.codes, return_counts=True), strict=False):
                 route = self.upscaler.routes[int(code)]
                 self.route_counts[route] = self.route_counts.get(route, 0) + int(count)
             return self.upscaler.upscale(frame.lr, frame.base, frame.codes, frame.motion, skip_models=skip)
@@ -249,11 +251,15 @@ def play(
     sessions, runtime, precision = open_sessions(asset, models_to_run(m, options), options)
     renderer = Renderer(m, sessions, options)
     # 3. the outputs: reference frames for PSNR, the MP4 (with the rendition's audio), the window
-    ref_iter = iter_frames(options.reference, crop=tuple(m.crop)) if options.reference else None
-    for _ in range(skipped if ref_iter is not None else 0):  # the reference's frames before the start
-        next(ref_iter, None)
+    ref_iter = None
+    if options.reference is not None:
+        ref_iter = iter_frames(options.reference, crop=m.crop)
+        for _ in range(skipped):  # the reference's frames before the start
+            next(ref_iter, None)
     with_audio = options.out is not None and has_audio(init)
-    video_out = options.out.with_name(options.out.name + ".video.tmp.mp4") if with_audio and options.out else options.out
+    video_out = options.out
+    if with_audio and options.out is not None:  # the video first, then the audio muxed beside it
+        video_out = options.out.with_name(options.out.name + ".video.tmp.mp4")
     writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps, crf=options.out_crf) if video_out else None
     viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
     # 4. real time: frames due at the target rate, a queue of frames ahead, degradation as the safety net
@@ -261,7 +267,7 @@ def play(
         else None
     policy = DegradePolicy(interval=1.0 / options.target_fps, k=len(renderer.models) if renderer.planned else m.k) \
         if options.target_fps else None
-    stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=tuple(m.hr))
+    stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=m.hr)
     # 5. the frames: decoded and based ahead in the feed thread, upscaled here
     feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, base=renderer.base,
                      start_segment=options.start_segment,

@@ -13,8 +13,8 @@ frames in a row, one level back up.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from fitcast.manifest import LANCZOS
 
@@ -63,7 +63,8 @@ class PresentationClock:
 
     Frame 0 is shown ``prebuffer`` intervals after it is ready (the start-up buffer a player
     fills before it starts) and fixes the schedule: frame i is due at ``start + i * interval``.
-    Frame i can only start once frame ``i - queue`` has left the queue, at its due time.  A frame finished more than one interval after it was due is
+    Frame i can only start once frame ``i - queue`` has left the queue, at its due time.  A frame
+    finished more than one interval after it was due is
     dropped (a real player skips it) and the schedule resumes from it.  This is the model the
     encoder's planner budgets with (``chunking.planner.PlanClock``).
     """

@@ -18,9 +18,8 @@ import m3u8
 from fitcast.errors import FetchError, IntegrityError, NotFoundError
 from fitcast.machine import cache_dir as cache_dir_default
 from fitcast.manifest import Manifest, ModelEntry, decompress_model, parse
+from fitcast.rendition import SESSION_DATA_ID
 from fitcast.storage import atomic_write_bytes, sha256_bytes
-
-SESSION_DATA_ID = "com.fitcast.manifest"
 
 
 def _is_url(location: str) -> bool:
@@ -33,7 +32,7 @@ class Asset:
 
     manifest: Manifest
     manifest_location: str
-    fetcher: "Fetcher"
+    fetcher: Fetcher
 
     def read(self, uri: str, sha256: str | None = None) -> bytes:
         return self.fetcher.read(self.resolve(uri), sha256)
@@ -81,7 +80,7 @@ class Fetcher:
             if got != sha256:
                 raise IntegrityError(f"{location}: sha256 {got[:12]}… does not match the manifest's {sha256[:12]}…")
             try:
-                atomic_write_bytes(cached, data)
+                atomic_write_bytes(self.cache_dir / sha256, data)
             except OSError:
                 pass  # a read-only cache only costs speed
         return data
@@ -115,10 +114,10 @@ def manifest_location(location: str, fetcher: Fetcher) -> str:
         if not path.is_file():
             raise NotFoundError(f"{location}: no fitcast asset here (no sr/manifest.json)")
         return str(path.resolve())
-    path = urlparse(location).path
-    if path.endswith(".json"):
+    url_path = urlparse(location).path
+    if url_path.endswith(".json"):
         return location
-    if path.endswith(".m3u8"):
+    if url_path.endswith(".m3u8"):
         return _from_master(location, fetcher.read(location).decode(errors="replace"), local=False)
     return location.rstrip("/") + "/sr/manifest.json"
 

@@ -99,5 +99,5 @@ def lanczos4(img: np.ndarray, scale: int) -> np.ndarray:
     _upsample_rows(ws.src, ws.tall, scale, ws.first)
     cv2.transpose(ws.tall, dst=ws.turned)
     _upsample_rows(ws.turned, ws.wide, scale, ws.second)
-    cv2.add(ws.wide, 0.0, dst=ws.wide8, dtype=cv2.CV_8U)  # rounds to nearest and saturates
+    cv2.add(ws.wide, 0.0, dst=ws.wide8, dtype=cv2.CV_8U)  # type: ignore[call-overload]  # rounds and saturates
     return cv2.transpose(ws.wide8)

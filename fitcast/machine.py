@@ -22,10 +22,11 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -47,9 +48,9 @@ class Cpu:
     flags: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def from_cpuinfo(cls, text: str, *, arch: str, logical: int) -> "Cpu":
+    def from_cpuinfo(cls, text: str, *, arch: str, logical: int) -> Cpu:
         """Parse ``/proc/cpuinfo`` text (x86 ``flags``, Arm ``Features``)."""
-        model, flags = "", frozenset()
+        model, flags = "", frozenset[str]()
         cores: set[tuple[str, str]] = set()
         physical = core = ""
         for line in text.splitlines():
@@ -69,7 +70,7 @@ class Cpu:
                    flags=flags)
 
     @classmethod
-    def detect(cls) -> "Cpu":
+    def detect(cls) -> Cpu:
         return _detect()
 
     @property

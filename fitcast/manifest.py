@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import lzma
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,7 +20,7 @@ from fitcast.options import Base, Method
 FORMAT = "fitcast/1"  # an asset without a plan: every frame routed by its patches' groups
 FORMAT_PLANNED = "fitcast/2"  # a planned asset: routes per patch and frame, reuse (readers of /1 refuse it)
 SUPPORTED_MAJORS = (1, 2)
-LANCZOS = "lanczos"
+LANCZOS: Final = "lanczos"  # the route of a patch that no model touches: the base alone
 REUSE = "reuse"  # a patch keeps the last frame's detail, moved by its motion vector
 
 
@@ -171,7 +171,7 @@ class Manifest(_Model):
         return value
 
     @model_validator(mode="after")
-    def _playable(self) -> "Manifest":
+    def _playable(self) -> Manifest:
         """Refuse what this reader cannot play correctly: a route it does not know, a plan missing
         from a planned asset (rather than show wrong pixels)."""
         known = {e.id for e in self.models} | {LANCZOS}
@@ -217,7 +217,7 @@ class Manifest(_Model):
         return self.model_dump_json(indent=2)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Manifest":
+    def from_json(cls, text: str | bytes) -> Manifest:
         return parse(text)
 
 

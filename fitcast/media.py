@@ -13,10 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import av
 import cv2
@@ -27,7 +28,8 @@ from fitcast.errors import MediaError, ToolError, UnsupportedMediaError
 from fitcast.lanczos import lanczos4
 
 # Demuxers fitcast accepts for uploads: PyAV's format names are comma-joined lists.
-ALLOWED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts"})
+# "mpeg" is the MPEG program stream (.mpg, .vob: cameras, DVDs, archives).
+ALLOWED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts", "mpeg"})
 ALLOWED_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "ffv1", "prores", "mjpeg"}
 )
@@ -171,7 +173,7 @@ def probe(path: str | Path, limits: Limits = Limits(), *, name: str | None = Non
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    img = frame.to_ndarray(format="rgb24")
+    img: np.ndarray = frame.to_ndarray(format="rgb24")
     rotation = int(getattr(frame, "rotation", 0) or 0) % 360
     if rotation:
         # rotation is counter-clockwise degrees of the display matrix, as ffmpeg's autorotate applies it
@@ -239,7 +241,7 @@ def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     h, w = hr.shape[:2]
     if h % scale or w % scale:
         raise ValueError(f"{w}x{h} is not a multiple of {scale}")
-    return np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC))
+    return np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.Resampling.BICUBIC))
 
 
 def upscale(lr: np.ndarray, scale: int, method: str = "lanczos") -> np.ndarray:
@@ -341,7 +343,7 @@ class HlsEncoder:
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     frames_written: int = field(default=0, init=False)
 
-    def __enter__(self) -> "HlsEncoder":
+    def __enter__(self) -> HlsEncoder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         n = self.segment_frames
         # Slightly below one GOP so that every keyframe starts a segment.
@@ -360,7 +362,9 @@ class HlsEncoder:
         cmd += [
             "-c:v", "libx264", "-preset", self.x264_preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
             "-g", str(n), "-keyint_min", str(n), "-sc_threshold", "0", "-flags", "+cgop",
-            "-x264-params", f"scenecut=0:open-gop=0:keyint={n}:min-keyint={n}",
+            # colour description in the VUI too (not only the container): BT.601 limited range, as encoded
+            "-x264-params", f"scenecut=0:open-gop=0:keyint={n}:min-keyint={n}"
+                            ":colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv",
             "-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
             "-color_range", "tv",
             "-f", "hls", "-hls_time", f"{hls_time:.4f}", "-hls_playlist_type", "vod",
@@ -407,15 +411,35 @@ class HlsEncoder:
         if proc.returncode != 0:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             raise ToolError(f"ffmpeg (HLS encode) failed ({proc.returncode}): {err[-300:]}")
+        fix_target_duration(self.out_dir / "lr.m3u8")
+
+
+def fix_target_duration(playlist: Path) -> None:
+    """Set ``#EXT-X-TARGETDURATION`` as RFC 8216 wants it: every segment's duration rounded to
+    the nearest integer at most the target, and at least 1 (ffmpeg writes 0 for half-second
+    segments, which strict parsers refuse)."""
+    import math
+
+    lines = playlist.read_text().splitlines()
+    durations = [float(line.split(":", 1)[1].split(",")[0]) for line in lines if line.startswith("#EXTINF:")]
+    target = max(1, max((math.floor(d + 0.5) for d in durations), default=1))
+    text = "\n".join(f"#EXT-X-TARGETDURATION:{target}" if line.startswith("#EXT-X-TARGETDURATION:") else line
+                     for line in lines) + "\n"
+    from fitcast.storage import atomic_write_text
+
+    atomic_write_text(playlist, text)
 
 
 def h264_codec_string(init: bytes) -> str:
-    """RFC 6381 ``avc1.PPCCLL`` of an H.264 init segment (read from its avcC box)."""
-    idx = init.find(b"avcC")
-    if idx < 0 or len(init) < idx + 8:
-        return "avc1.64001f"
-    profile, compat, level = init[idx + 5], init[idx + 6], init[idx + 7]
-    return f"avc1.{profile:02x}{compat:02x}{level:02x}"
+    """RFC 6381 ``avc1.PPCCLL`` of an H.264 init segment, from the stream's own extradata (its
+    AVCDecoderConfigurationRecord: profile, constraint flags, level)."""
+    with _open(io.BytesIO(init), format="mp4") as container:
+        if not container.streams.video:
+            raise MediaError("the init section has no video stream")
+        record = container.streams.video[0].codec_context.extradata or b""
+    if len(record) < 4 or record[0] != 1:
+        raise MediaError("the H.264 stream has no AVC decoder configuration record (avcC)")
+    return f"avc1.{record[1]:02x}{record[2]:02x}{record[3]:02x}"
 
 
 def audio_bytes(init: bytes, segments: Iterable[bytes]) -> int:
@@ -441,19 +465,23 @@ def mux_audio(video: str | Path, audio_source: IO[bytes], out: str | Path, *, fm
         v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
         v_out = dst.add_stream_from_template(v_in)
         a_out = dst.add_stream_from_template(a_in)
-        end = float(v_in.duration * v_in.time_base) if v_in.duration else float(vin.duration or 0) / 1e6
-        for packet in vin.demux(v_in):
-            if packet.dts is None:
+        if v_in.duration and v_in.time_base is not None:
+            end = float(v_in.duration * v_in.time_base)
+        else:
+            end = float(vin.duration or 0) / 1e6
+        for vpacket in vin.demux(v_in):
+            if vpacket.dts is None:
                 continue
-            packet.stream = v_out
-            dst.mux(packet)
-        for packet in ain.demux(a_in):
-            if packet.dts is None or packet.pts is None:
+            vpacket.stream = v_out
+            dst.mux(vpacket)
+        a_base = a_in.time_base or Fraction(1, a_in.rate or 1)
+        for apacket in ain.demux(a_in):
+            if apacket.dts is None or apacket.pts is None:
                 continue
-            if end and float(packet.pts * a_in.time_base) >= end:
+            if end and float(apacket.pts * a_base) >= end:
                 break
-            packet.stream = a_out
-            dst.mux(packet)
+            apacket.stream = a_out
+            dst.mux(apacket)
 
 
 class VideoWriter:
@@ -478,7 +506,7 @@ class VideoWriter:
             self._container.mux(packet)
         self._container.close()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, *exc) -> None:

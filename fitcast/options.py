@@ -36,7 +36,8 @@ class UploadOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    scale: Annotated[int, Field(ge=2, le=4, description="upscaling factor: the LR rendition is 1/scale of the source")] = 2
+    scale: Annotated[int, Field(ge=2, le=4,
+                                description="upscaling factor: the LR rendition is 1/scale of the source")] = 2
     # dydca by default: measured the best of the methods on every clip tried (README, quality table)
     method: Annotated[Method, Field(description="; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items()))] = "dydca"
     k: Annotated[int, Field(ge=1, le=16, description="number of difficulty groups")] = 2
@@ -82,7 +83,7 @@ class EncodeOptions(UploadOptions):
     plan_headroom: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.15
 
     @model_validator(mode="after")
-    def _consistent(self) -> "EncodeOptions":
+    def _consistent(self) -> EncodeOptions:
         if self.group_weights is not None and (len(self.group_weights) != self.k or min(self.group_weights) <= 0):
             raise ValueError(f"group weights must be {self.k} positive numbers, not {list(self.group_weights)}")
         if self.arch is not None and self.method not in ("stdo", "jstdo"):
@@ -92,7 +93,7 @@ class EncodeOptions(UploadOptions):
         return self
 
     @classmethod
-    def parse(cls, **values: Any) -> "EncodeOptions":
+    def parse(cls, **values: Any) -> EncodeOptions:
         """Construct, turning a validation failure into one line (:class:`InvalidInputError`)."""
         try:
             return cls(**{k: v for k, v in values.items() if v is not None})

@@ -61,14 +61,14 @@ class RouteCosts:
     def frame(self, counts: list[int], *, moved: int, zeroed: int) -> float:
         """Predicted milliseconds of a frame with ``counts[m]`` windows through model m."""
         ms = self.frame_ms + self.zero_ms * zeroed + self.move_ms * moved
-        return ms + sum(c + n * w for c, w, n in zip(self.call_ms, self.window_ms, counts) if n)
+        return ms + sum(c + n * w for c, w, n in zip(self.call_ms, self.window_ms, counts, strict=False) if n)
 
 
 def conv_macs_per_lr_px(widths: list[int], scale: int) -> int:
     """Multiply-accumulates per LR pixel of the 3x3 conv chain 3 -> widths... -> 3s^2 of fitcast's
     networks (the one formula: the models, the search, its latency predictor and the planner)."""
     chans = [3, *widths, 3 * scale * scale]
-    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:]))
+    return 9 * sum(a * b for a, b in zip(chans[:-1], chans[1:], strict=False))
 
 
 def network_features(widths: list[int], scale: int) -> np.ndarray:

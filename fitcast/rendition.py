@@ -7,9 +7,9 @@ decoded LR with the original works on (analysis, sampling, evaluation, training 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import m3u8
 import numpy as np
@@ -19,6 +19,7 @@ from fitcast.media import decode_segment, iter_frames
 
 PLAYLIST = "lr.m3u8"
 INIT = "init.mp4"
+SESSION_DATA_ID = "com.fitcast.manifest"  # the master playlist's pointer to the fitcast manifest
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,41 @@ def paired_frames(source: Path, crop: tuple[int, int, int, int], hls_dir: Path,
             except StopIteration:
                 raise MediaError("the LR rendition has more frames than the source") from None
         yield seg, lr, hr
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendition as the multivariant playlist announces it (RFC 8216 §4.3.4.2)."""
+
+    uri: str
+    bandwidth: int  # the peak segment bit rate, bits/s
+    average_bandwidth: int  # the mean bit rate over the rendition
+    width: int
+    height: int
+    fps: float
+    codecs: str
+
+
+def measured_bandwidth(hls_dir: Path) -> tuple[int, int]:
+    """(peak, average) bit rate of a rendition's media segments, from their sizes and durations
+    (the init section is fetched once and not counted)."""
+    segs = segments_of(hls_dir)
+    rates, total_bits, total_s = [], 0, 0.0
+    for seg in segs:
+        bits = (hls_dir / seg.uri).stat().st_size * 8
+        rates.append(bits / max(seg.duration, 1e-6))
+        total_bits += bits
+        total_s += seg.duration
+    return int(np.ceil(max(rates))), int(round(total_bits / max(total_s, 1e-6)))
+
+
+def write_master(path: Path, variants: list[Variant], *, session_data: dict[str, str] | None = None) -> None:
+    """The multivariant playlist: ``session_data`` (DATA-ID -> URI) then one EXT-X-STREAM-INF each."""
+    from fitcast.storage import atomic_write_text
+
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    lines += [f'#EXT-X-SESSION-DATA:DATA-ID="{key}",URI="{uri}"' for key, uri in (session_data or {}).items()]
+    for v in variants:
+        lines += [f"#EXT-X-STREAM-INF:BANDWIDTH={v.bandwidth},AVERAGE-BANDWIDTH={v.average_bandwidth},"
+                  f'RESOLUTION={v.width}x{v.height},FRAME-RATE={v.fps:.3f},CODECS="{v.codecs}"', v.uri]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -114,7 +115,8 @@ def runtime_versions() -> dict[str, str]:
     return out
 
 
-def time_runtimes(model: bytes, window: int, batch: int, *, runtimes: Iterable[str], rounds: int = 3) -> dict[str, float]:
+def time_runtimes(model: bytes, window: int, batch: int, *, runtimes: Iterable[str],
+                  rounds: int = 3) -> dict[str, float]:
     """Median seconds of one batch of ``batch`` windows through ``model`` in each runtime,
     measured in alternation after a warm-up run."""
     x = np.random.default_rng(0).random((batch, 3, window, window), dtype=np.float32)

@@ -9,7 +9,7 @@ identical pixels.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -18,7 +18,6 @@ from fitcast.grid import Grid
 from fitcast.manifest import LANCZOS, REUSE, Manifest
 from fitcast.media import upscale
 from fitcast.runtime import Session
-
 
 _INV255 = np.float32(1.0 / 255.0)
 
@@ -103,7 +102,7 @@ class RoutedUpscaler:
         self.residuals = np.empty((n, ps, ps, 3), np.float32)
 
     @classmethod
-    def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> "RoutedUpscaler":
+    def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> RoutedUpscaler:
         return cls(manifest.grid(), sessions, manifest.base)
 
     def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
@@ -147,7 +146,7 @@ def residual_to_int16(residual: np.ndarray) -> np.ndarray:
     them (adding the rounded residual to an integer base gives the same pixels as rounding after)."""
     n, ps = residual.shape[0], residual.shape[1]
     flat = np.ascontiguousarray(residual, dtype=np.float32).reshape(n * ps, ps, 3)
-    return cv2.add(flat, 0.0, dtype=cv2.CV_16S).reshape(residual.shape)
+    return cv2.add(flat, 0.0, dtype=cv2.CV_16S).reshape(residual.shape)  # type: ignore[call-overload]
 
 
 class PlannedUpscaler:

@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -97,12 +97,13 @@ def host_entries(bundle: Path, *, runs: int = 30, warmup: int = 3, threads: int 
                 import torch
                 from executorch.runtime import Runtime
             except ImportError:
-                raise BenchmarkError("running .pte files on the host needs executorch: pip install 'fitcast[mobile]'")
+                raise BenchmarkError("running .pte files on the host needs executorch: "
+                                     "pip install 'fitcast[mobile]'") from None
             # the Program must outlive its Method (the method points into it): keep both
             program = Runtime.get().load_program(path)
             method = program.load_method("forward")
             xt = torch.from_numpy(x)
-            run, runtime = (lambda p=program, m=method: m.execute([xt])), "executorch-xnnpack"
+            run, runtime = (lambda p=program, m=method, xt=xt: m.execute([xt])), "executorch-xnnpack"
         for _ in range(warmup):
             run()
         times = []
@@ -217,12 +218,13 @@ def print_table(device: str, entries: list[Entry]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mobile.benchmark", description=__doc__.split("\n\n")[0])
-    ap.add_argument("bundle", type=Path)
-    ap.add_argument("-o", "--output", type=Path, default=Path("device-profile.json"))
-    ap.add_argument("--runs", type=int, default=30)
+    ap = argparse.ArgumentParser(prog="fitcast-phone-bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("bundle", type=Path, help="a phone bundle from `fitcast export`")
+    ap.add_argument("-o", "--output", type=Path, default=Path("device-profile.json"), help="the profile to write")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per model")
     ap.add_argument("--adb", action="store_true", help="run on the Android phone adb sees")
-    ap.add_argument("--serial", default=None)
+    ap.add_argument("--serial", default=None, help="the phone's adb serial (when several are attached)")
     ap.add_argument("--ort-runner", type=Path, default=None, help="onnxruntime_perf_test built for the phone")
     ap.add_argument("--pte-runner", type=Path, default=None, help="ExecuTorch executor_runner built for the phone")
     args = ap.parse_args(argv)

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from fitcast.grid import load_labels
 from fitcast.asset import open_asset
-from fitcast.upscale import windows_to_input
 from fitcast.errors import InvalidInputError
+from fitcast.grid import load_labels
 from fitcast.manifest import Manifest, ModelEntry
 from fitcast.media import decode_segment
 from fitcast.metrics import psnr_from_mse
+from fitcast.upscale import windows_to_input
 
 BUNDLE_FORMAT = "fitcast-phone-bundle/1"
 PARITY_DB = {"fp32": 50.0, "int8": 40.0}
@@ -79,7 +79,7 @@ def calibration_windows(asset, m: Manifest, *, group: int | None, limit: int = 2
     for seg in m.segments:
         frames = decode_segment(init, asset.read(seg.uri))
         labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-        for lr, lab in zip(frames[::4], labels[::4]):
+        for lr, lab in zip(frames[::4], labels[::4], strict=False):
             windows = grid.windows(grid.pad(lr))
             rows, cols = np.nonzero(lab == group) if group is not None else np.nonzero(np.ones_like(lab))
             picked.append(np.ascontiguousarray(windows[rows, cols]))

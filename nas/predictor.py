@@ -42,7 +42,7 @@ class LatencyModel:
     widths: frozenset[int]  # the widths the profile measured: predictions stay inside them
 
     @classmethod
-    def from_profile(cls, profile: dict[str, Any], networks: list[dict] | None = None) -> "LatencyModel":
+    def from_profile(cls, profile: dict[str, Any], networks: list[dict] | None = None) -> LatencyModel:
         """Fit on the table's networks plus ``networks`` (default: all the profile's deeper ones)."""
         scale = int(profile["target"]["scale"])
         nets = table_networks(profile) + list(profile["networks"] if networks is None else networks)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +106,8 @@ def frame_overhead_ms(target: Target, runs: int) -> float:
     The lanczos base is computed by the player's decode thread, beside the models, so it is
     given here precomputed, as the player gives it."""
     from fitcast.grid import Grid
-    from fitcast.upscale import RoutedUpscaler
     from fitcast.media import upscale
+    from fitcast.upscale import RoutedUpscaler
 
     lw, lh = target.lr
     grid = Grid(lw, lh, target.patch, target.halo, target.scale)
@@ -187,7 +188,8 @@ def plan_networks(scale: int, *, runtime: str, precision: str, runs: int, say: C
         torch.nn.init.normal_(net.tail.weight, std=0.05)
         session = _session_for(net, x, runtime, precision, PLAN_WINDOW)
         with feed_load(scale, PLAN_OUTPUTS[scale][0]):
-            times = {n: _timer(lambda: session.run(x[:n]), runs=runs, statistic="median") for n in PLAN_BATCHES}
+            times = {n: _timer(lambda s=session, n=n: s.run(x[:n]), runs=runs, statistic="median")
+                     for n in PLAN_BATCHES}
         for n, ms in times.items():
             rows.append({"scale": scale, "widths": list(widths), "window": PLAN_WINDOW, "batch": n, "ms": round(ms, 4)})
         say(f"plan: x{scale} network {list(widths)} timed")
@@ -213,7 +215,7 @@ def plan_player(scale: int, output: tuple[int, int], *, runs: int) -> dict[str, 
     move = _timer(lambda: up.upscale(lr, base, reuse, moved), runs=runs)
     zero = _timer(lambda: up.upscale(lr, base, np.zeros(grid.shape, np.uint8), still), runs=runs)
     decode = decode_ms(grid.lr_w, grid.lr_h, runs=max(3, runs // 3))
-    feed = {kind: decode + _timer(lambda: upscale(lr, scale, kind), runs=runs) for kind in ("lanczos", "bicubic")}
+    feed = {kind: decode + _timer(lambda k=kind: upscale(lr, scale, k), runs=runs) for kind in ("lanczos", "bicubic")}
     n = grid.patches
     return {"scale": scale, "output": list(output), "patch": PLAN_PATCH, "patches": n, "frame_ms": round(frame, 4),
             "move_ms": round(max(0.0, move - frame) / n, 5), "zero_ms": round(max(0.0, zero - frame) / n, 5),
@@ -271,11 +273,12 @@ def plan_section(*, runtime: str, precision: str, scales: tuple[int, ...], runs:
 
 def profile_device(target: Target, *, runtime: str = "auto", precision: str = "int8", runs: int = 10,
                    widths: tuple[int, ...] = WIDTHS, networks: int = 10, seed: int = 0, statistic: str = "min",
-                   plan_scales: tuple[int, ...] = (2,), progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   plan_scales: tuple[int, ...] = (2,),
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the candidate layers, a sample of whole networks and the frame overhead (for the
     search), and the plan costs at ``plan_scales`` (for the encoder's planner; () for none)."""
-    from fitcast.runtime import resolve_runtime
     from fitcast.machine import machine
+    from fitcast.runtime import resolve_runtime
 
     runtime = resolve_runtime(runtime)
     rng = np.random.default_rng(seed)

@@ -19,16 +19,17 @@ from __future__ import annotations
 import itertools
 import math
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from fitcast.errors import InvalidInputError
+from fitcast.profile import conv_macs_per_lr_px
 from nas.predictor import LatencyModel, mean_holdout_mape
 from nas.profile import MAX_DEPTH
-from fitcast.profile import conv_macs_per_lr_px
 
 ARCH_FORMAT = "fitcast-arch/1"
 

@@ -77,7 +77,8 @@ def main() -> int:
         if rc != 0:
             return rc
         r = json.loads(report.read_text())
-        print(f"[demo] fps median {r['fps_median']:.1f} (p5 {r['fps_p5']:.1f}) at {r['output_size'][0]}x{r['output_size'][1]}; "
+        print(f"[demo] fps median {r['fps_median']:.1f} (p5 {r['fps_p5']:.1f}) at "
+              f"{r['output_size'][0]}x{r['output_size'][1]}; "
               f"PSNR-Y fitcast {r['psnr_y_sr']:.2f} dB vs lanczos {r['psnr_y_lanczos']:.2f} dB "
               f"({r['psnr_y_sr'] - r['psnr_y_lanczos']:+.2f} dB); {time.time() - t0:.0f} s in all")
         return 0

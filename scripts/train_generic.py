@@ -79,7 +79,7 @@ def main() -> int:
             out = args.out / f"generic-x{scale}.pt"
             last = [0.0]
 
-            def show(it: int, total: int, loss: float) -> None:
+            def show(it: int, total: int, loss: float, last: list[float] = last, scale: int = scale) -> None:
                 if it - last[0] >= 500 or it == total:
                     last[0] = it
                     print(f"x{scale} it {it}/{total} loss {loss:.5f}", flush=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -15,8 +14,8 @@ from fitcast import __version__
 from fitcast.config import Settings
 from server import problems
 from server.jobs import JobStore
-from server.worker import Dispatcher
 from server.routes import assets, compare, files
+from server.worker import Dispatcher
 
 STATIC = Path(__file__).with_name("static")
 

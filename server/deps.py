@@ -30,7 +30,7 @@ def asset_id_path(asset_id: str) -> str:
         raise NotFoundError(f"no asset {asset_id!r}") from None
 
 
-def asset_dir(settings: "SettingsDep", asset_id: "AssetIdDep") -> Path:
+def asset_dir(settings: SettingsDep, asset_id: AssetIdDep) -> Path:
     return settings.assets_dir / asset_id
 
 

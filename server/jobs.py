@@ -19,10 +19,11 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fitcast.errors import problem_body
 
@@ -77,7 +78,7 @@ class Job:
     lease_expires: float | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Job":
+    def from_row(cls, row: sqlite3.Row) -> Job:
         d = dict(row)
         d["playable"] = bool(d["playable"])
         d["error"] = json.loads(d["error"]) if d["error"] else None
@@ -206,4 +207,5 @@ class JobStore:
         """Hand a job back to the queue at once (a clean shutdown), keeping its attempt count."""
         with self._connect() as con:
             con.execute("UPDATE assets SET status='queued', stage='queued', lease_owner=NULL, lease_expires=NULL, "
-                        "updated=? WHERE id=? AND status='processing' AND lease_owner=?", (time.time(), asset_id, owner))
+                        "updated=? WHERE id=? AND status='processing' AND lease_owner=?",
+                        (time.time(), asset_id, owner))

@@ -14,10 +14,11 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,43 @@ from chunking.groups import assign_groups
 from chunking.score import lanczos_psnr_y, patch_sse_y
 from fitcast.errors import InvalidInputError, MediaError
 from fitcast.grid import Grid, save_labels, save_plan
-from fitcast.manifest import (FORMAT, FORMAT_PLANNED, LANCZOS, Bits, Manifest, ModelEntry, PatchSpec, Plan, Segment,
-                              SegmentQuality, compress_model)
-from fitcast.media import HlsEncoder, Limits, MediaInfo, audio_bytes, center_crop, downscale, h264_codec_string, iter_frames, probe, upscale
+from fitcast.manifest import (
+    FORMAT,
+    FORMAT_PLANNED,
+    LANCZOS,
+    Bits,
+    Manifest,
+    ModelEntry,
+    PatchSpec,
+    Plan,
+    Segment,
+    SegmentQuality,
+    compress_model,
+)
+from fitcast.media import (
+    HlsEncoder,
+    Limits,
+    MediaInfo,
+    audio_bytes,
+    center_crop,
+    downscale,
+    h264_codec_string,
+    iter_frames,
+    probe,
+    upscale,
+)
 from fitcast.metrics import psnr_y, ssim_y
 from fitcast.options import EncodeOptions
-from fitcast.rendition import INIT, SegmentFile, paired_frames, segments_of
+from fitcast.rendition import (
+    INIT,
+    SESSION_DATA_ID,
+    SegmentFile,
+    Variant,
+    measured_bandwidth,
+    paired_frames,
+    segments_of,
+    write_master,
+)
 from fitcast.runtime import OrtSession
 from fitcast.storage import AssetLayout, atomic_dir, atomic_write_text, put_content, validate_asset_id
 from fitcast.upscale import RoutedUpscaler, select_patches
@@ -62,14 +94,16 @@ STAGES: dict[str, float] = {
 def encode(
     source: str | Path,
     out_dir: str | Path,
-    options: EncodeOptions = EncodeOptions(),
+    options: EncodeOptions | None = None,
     *,
     asset_id: str | None = None,
     progress: ProgressFn | None = None,
     executor: Executor | None = None,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
 ) -> Manifest:
-    """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest."""
+    """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest
+    (``options`` default: ``EncodeOptions()``; ``limits``: ``Limits()``)."""
+    options, limits = options or EncodeOptions(), limits or Limits()
     layout = AssetLayout(Path(out_dir))
     asset_id = validate_asset_id(asset_id or _slug(layout.root.name))
     recipe, preset = recipe_for(options), PRESETS[options.preset]
@@ -293,9 +327,10 @@ def transcode(src: Source, hls_dir: Path, options: EncodeOptions, *, progress: S
         total = sum(p.stat().st_size for p in seg_paths) + len(init)
         sound = audio_bytes(init, (p.read_bytes() for p in seg_paths)) if src.info.has_audio else 0
         codec = h264_codec_string(init) + (",mp4a.40.2" if sound else "")
-        duration = enc.frames_written / float(src.fps)
-        write_master(tmp, width=src.lr[0], height=src.lr[1], fps=float(src.fps),
-                     bandwidth=int(total * 8 / duration * 1.2), codec=codec)
+        peak, average = measured_bandwidth(tmp)
+        write_master(tmp / "master.m3u8", [Variant("lr.m3u8", peak, average, src.lr[0], src.lr[1], float(src.fps),
+                                                   codec)],
+                     session_data={SESSION_DATA_ID: "../sr/manifest.json"})
     return Rendition(hls_dir, segments_of(hls_dir), enc.frames_written, total - sound, sound, codec)
 
 
@@ -303,7 +338,7 @@ def analyse(src: Source, rendition: Rendition, grid: Grid, k: int, *, progress: 
     scores: list[np.ndarray] = []
     done = 0
     for _, lr_frames, hr_frames in paired_frames(src.path, src.crop, rendition.hls, rendition.segments):
-        scores.append(np.stack([lanczos_psnr_y(lr, hr, grid) for lr, hr in zip(lr_frames, hr_frames)]))
+        scores.append(np.stack([lanczos_psnr_y(lr, hr, grid) for lr, hr in zip(lr_frames, hr_frames, strict=False)]))
         done += len(lr_frames)
         progress(done / rendition.frames)
     if done != rendition.frames:
@@ -311,7 +346,7 @@ def analyse(src: Source, rendition: Rendition, grid: Grid, k: int, *, progress: 
     k = min(k, sum(s.size for s in scores))
     labels_all, thresholds = assign_groups(np.concatenate(scores), k)
     bounds = np.cumsum([0] + [len(s) for s in scores])
-    return Analysis(grid, k, [labels_all[a:b] for a, b in zip(bounds[:-1], bounds[1:])], thresholds)
+    return Analysis(grid, k, [labels_all[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)], thresholds)
 
 
 def sample(src: Source, rendition: Rendition, analysis: Analysis, recipe: Recipe, *, per_group: int, work: Path,
@@ -325,9 +360,9 @@ def sample(src: Source, rendition: Rendition, analysis: Analysis, recipe: Recipe
     lrs: list[list[np.ndarray]] = [[] for _ in range(k)]
     ress: list[list[np.ndarray]] = [[] for _ in range(k)]
     frame0 = 0
-    for (seg, lr_frames, hr_frames), labels in zip(paired_frames(src.path, src.crop, rendition.hls,
-                                                                  rendition.segments), analysis.labels):
-        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+    for (_, lr_frames, hr_frames), labels in zip(paired_frames(src.path, src.crop, rendition.hls,
+                                                                rendition.segments), analysis.labels, strict=True):
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames, strict=True)):
             if chosen[frame0 + j].any():
                 rows, cols, windows, residuals = patch_pairs(lr, hr, analysis.grid, chosen[frame0 + j], base)
                 of_group = labels[j][rows, cols]
@@ -392,13 +427,13 @@ def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list
                         frame_ssim={"lanczos": [], "sr": []})
     done = 0
     for (seg, lr_frames, hr_frames), labels in zip(paired_frames(src.path, src.crop, rendition.hls,
-                                                                  rendition.segments), analysis.labels):
+                                                                  rendition.segments), analysis.labels, strict=False):
         bases = [upscale(lr, grid.scale, base) for lr in lr_frames]
         lanczos = bases if base == "lanczos" else [upscale(lr, grid.scale, "lanczos") for lr in lr_frames]
-        srs = [upscaler.upscale(lr, lab, all_sr, base).copy() for lr, lab, base in zip(lr_frames, labels, bases)]
+        srs = [upscaler.upscale(lr, lab, all_sr, b).copy() for lr, lab, b in zip(lr_frames, labels, bases, strict=True)]
         routes = gate(srs, bases, hr_frames, labels, grid, all_sr)
         psnr_l, psnr_sr = [], []
-        for lr, hr, lab, frame_base, lz, sr in zip(lr_frames, hr_frames, labels, bases, lanczos, srs):
+        for lr, hr, lab, frame_base, lz, sr in zip(lr_frames, hr_frames, labels, bases, lanczos, srs, strict=False):
             final = select_patches(frame_base, sr, lab, routes, grid)
             psnr_l.append(psnr_y(lz, hr))
             psnr_sr.append(psnr_y(final, hr))
@@ -424,7 +459,7 @@ def gate(srs: list[np.ndarray], bases: list[np.ndarray], hrs: list[np.ndarray], 
     summed squared Y error over the segment's patches of that group beats lanczos'."""
     k = len(all_sr)
     sse_model, sse_base = np.zeros(k), np.zeros(k)
-    for sr, base, hr, lab in zip(srs, bases, hrs, labels):
+    for sr, base, hr, lab in zip(srs, bases, hrs, labels, strict=False):
         p_base, p_sr = patch_sse_y(base, hr, grid), patch_sse_y(sr, hr, grid)
         for g in range(k):
             sse_base[g] += p_base[lab == g].sum()
@@ -441,7 +476,7 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
     with atomic_dir(sr_dir) as tmp:
         entries = [entry for m in models if m.id in used for entry in _model_entries(tmp, m, int8, base)]
         segments, label_bytes, plan_bytes = [], 0, 0
-        for seg, labels, rep in zip(rendition.segments, analysis.labels, evaluation.segments):
+        for seg, labels, rep in zip(rendition.segments, analysis.labels, evaluation.segments, strict=False):
             data = save_labels(labels)
             path, digest = put_content(tmp / "labels", data, "npz")
             label_bytes += len(data)
@@ -461,7 +496,8 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
         model_bits = sum(e.bytes for e in entries if e.precision == shipped) * 8
         grid = analysis.grid
         manifest = Manifest(
-            format=FORMAT_PLANNED if plan or base != LANCZOS else FORMAT, asset_id=asset_id, base=base, scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
+            format=FORMAT_PLANNED if plan or base != LANCZOS else FORMAT, asset_id=asset_id, base=base,
+            scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
             crop=src.crop, init_uri=f"../hls/{INIT}",
             patch=PatchSpec(size=grid.patch, grid=(grid.gw, grid.gh), overlap=grid.overlap),
             method=method, k=analysis.k, scorer=SCORER, models=entries, segments=segments,
@@ -569,22 +605,6 @@ class StageRunner:
         self.seconds["total"] = time.perf_counter() - self._t0
         self.report(stage, 1.0)
         return out
-
-
-def write_master(hls_dir: Path, *, width: int, height: int, fps: float, bandwidth: int, codec: str) -> None:
-    text = "\n".join(
-        [
-            "#EXTM3U",
-            "#EXT-X-VERSION:7",
-            "#EXT-X-INDEPENDENT-SEGMENTS",
-            '#EXT-X-SESSION-DATA:DATA-ID="com.fitcast.manifest",URI="../sr/manifest.json"',
-            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},AVERAGE-BANDWIDTH={bandwidth},'
-            f'RESOLUTION={width}x{height},FRAME-RATE={fps:.3f},CODECS="{codec}"',
-            "lr.m3u8",
-            "",
-        ]
-    )
-    atomic_write_text(hls_dir / "master.m3u8", text)
 
 
 def clear_leftovers(out_dir: Path) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from fitcast.profile import REFERENCE_PROFILE, RouteCosts, load_profile, route_c
 from fitcast.rendition import paired_frames
 from fitcast.runtime import OrtSession
 from fitcast.upscale import PlannedUpscaler
+
 
 @dataclass(frozen=True)
 class PlanTarget:
@@ -140,10 +142,10 @@ def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], targ
     clock = PlanClock(1000.0 / target.fps, target.queue, prebuffer=target.prebuffer, headroom=target.headroom)
     motion = MotionEstimator(grid)
     segments, t, late = [], 0, 0
-    for seg, lr_frames, hr_frames in paired_frames(src.path, src.crop, rendition.hls, rendition.segments):
+    for _, lr_frames, hr_frames in paired_frames(src.path, src.crop, rendition.hls, rendition.segments):
         up.reset()
         codes, vectors, predicted, psnr = [], [], [], []
-        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames)):
+        for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames, strict=False)):
             frame_base = upscale(lr, grid.scale, base)
             candidates = motion.vectors(hr_frames[j - 1], hr) if j else None
             errors = route_errors(up, [m.id for m in models], lr, frame_base, hr, candidates)

@@ -258,7 +258,8 @@ def receptive_radius(arch: dict[str, Any]) -> int:
     return int(build_from_spec(arch).receptive_radius)
 
 
-def _common(recipe: Recipe, arch: dict[str, Any], options: EncodeOptions, preset: Preset, overlap: int) -> dict[str, Any]:
+def _common(recipe: Recipe, arch: dict[str, Any], options: EncodeOptions, preset: Preset,
+            overlap: int) -> dict[str, Any]:
     return dict(arch=arch, overlap=overlap, batch_size=preset.batch_size, loss=preset.loss, lr=recipe.lr(preset),
                 device=options.train_device, init=generic_weights(options.scale) if recipe.warm_start(options, preset)
                 else None)

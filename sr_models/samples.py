@@ -76,7 +76,7 @@ def clip_pairs(path: Path, scale: int, *, patch: int, overlap: int, per_clip: in
         per_frame = max(1, -(-per_clip // enc.frames_written))
         lrs, ress = [], []
         for _, lr_frames, hr_frames in paired_frames(path, crop, hls, segments_of(hls)):
-            for lr, hr in zip(lr_frames, hr_frames):
+            for lr, hr in zip(lr_frames, hr_frames, strict=False):
                 pick = np.zeros(grid.shape, dtype=bool)
                 pick.flat[rng.choice(pick.size, size=min(per_frame, pick.size), replace=False)] = True
                 _, _, windows, residuals = patch_pairs(lr, hr, grid, pick)

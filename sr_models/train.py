@@ -19,9 +19,10 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,8 @@ def load_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lr, res, group = read_samples(path)
     lr_t = torch.from_numpy(lr).permute(0, 3, 1, 2).float().div_(255.0)
     res_t = torch.from_numpy(res).permute(0, 3, 1, 2).float().div_(255.0)
-    return lr_t.contiguous(memory_format=torch.channels_last), res_t.contiguous(), torch.from_numpy(group.astype(np.int64))
+    group_t = torch.from_numpy(group.astype(np.int64))
+    return lr_t.contiguous(memory_format=torch.channels_last), res_t.contiguous(), group_t
 
 
 def sampling_weights(group: torch.Tensor, weights: tuple[float, ...] | None) -> torch.Tensor | None:

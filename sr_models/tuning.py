@@ -15,8 +15,9 @@ A :class:`TrainSpec` field left at ``None`` takes the choice; a value given wins
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fitcast.machine import Choice, Cpu, MeasurementCache
 

@@ -16,7 +16,8 @@ MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 def media(name: str) -> Path:
     path = MEDIA / name
     if not path.is_file():
-        pytest.fail(f"test clip {path} is missing: ../shared/media must sit beside the repository (or set FITCAST_MEDIA)")
+        pytest.fail(f"test clip {path} is missing: ../shared/media must sit beside the repository "
+                    "(or set FITCAST_MEDIA)")
     return path
 
 
@@ -45,8 +46,8 @@ def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
     from server.pipeline import encode
 
     out = tmp_path_factory.mktemp("assets") / "leaf"
-    encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast", iterations=150,
-                                          target_fps=0))
+    encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast",
+                                          iterations=150, target_fps=0))
     return out
 
 
@@ -67,3 +68,41 @@ def planned_asset(tmp_path_factory, leaf_piece) -> Path:
 def chaplin_piece(clips) -> Path:
     """1 s of chaplin (640x360 black-and-white film) with its sound track (music), as AAC."""
     return cut(media("chaplin_360p_moviepy.mp4"), clips / "chaplin_1s.mp4", start=2.0, duration=1.0, audio=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_playlist_is_valid_hls(tmp_path_factory):
+    """After the session: every HLS playlist the tests wrote passes hls-parser in strict mode (npm)
+    and announces its bandwidth as RFC 8216 defines it (BANDWIDTH the peak segment rate, within
+    10 % above it; AVERAGE-BANDWIDTH within 10 % of the measured mean)."""
+    yield
+    import shutil
+    import subprocess
+    import warnings
+
+    import m3u8
+
+    from fitcast.rendition import measured_bandwidth
+
+    base = tmp_path_factory.getbasetemp()
+    # the playlists of assets (hostile tests write broken ones elsewhere on purpose)
+    playlists = sorted(p for p in base.rglob("hls/**/*.m3u8") if not any(part.startswith(".") for part in p.parts))
+    problems = []
+    checker = ROOT / "scripts" / "check-hls.js"
+    if shutil.which("node") and (ROOT / "node_modules" / "hls-parser").is_dir():
+        for i in range(0, len(playlists), 200):
+            out = subprocess.run(["node", str(checker), *map(str, playlists[i : i + 200])], capture_output=True,
+                                 text=True, timeout=120)
+            problems += [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
+    else:
+        warnings.warn("node or hls-parser missing (make installs it with npm): playlists checked by m3u8 only",
+                      stacklevel=1)
+    for master in (p for p in playlists if p.name == "master.m3u8"):
+        for variant in m3u8.load(str(master)).playlists:
+            peak, average = measured_bandwidth(master.parent / variant.uri.rsplit("/", 1)[0]
+                                               if "/" in variant.uri else master.parent)
+            info = variant.stream_info
+            if not (peak <= info.bandwidth <= 1.1 * peak and abs(info.average_bandwidth - average) <= 0.1 * average):
+                problems.append(f"{master}: BANDWIDTH {info.bandwidth} / AVERAGE {info.average_bandwidth} against "
+                                f"measured peak {peak} / mean {average}")
+    assert not problems, "\n".join(problems)

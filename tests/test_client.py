@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from fitcast.grid import load_labels
-from fitcast.asset import Fetcher, open_asset
-from fitcast.upscale import RoutedUpscaler, add_residual, run_residual
 from client.player import PlayOptions, play
-from fitcast.runtime import OrtSession, available_runtimes, open_session, resolve_runtime
+from fitcast.asset import Fetcher, open_asset
 from fitcast.errors import IntegrityError, InvalidInputError, NotFoundError
+from fitcast.grid import load_labels
 from fitcast.media import decode_segment, upscale
+from fitcast.runtime import OrtSession, available_runtimes, open_session, resolve_runtime
+from fitcast.upscale import RoutedUpscaler, add_residual, run_residual
 
 
 def _first_frames(asset_dir):
@@ -109,7 +109,8 @@ def test_missing_asset_is_a_clear_error(tmp_path):
 def test_client_imports_no_torch_fastapi_or_server():
     code = (
         "import sys, client.player, fitcast.asset, fitcast.upscale, fitcast.runtime, client.report, fitcast.cli;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'fastapi', 'server', 'ray', 'sr_models', 'uvicorn'});"
+        "bad = sorted(m for m in sys.modules"
+        " if m.split('.')[0] in {'torch', 'fastapi', 'server', 'ray', 'sr_models', 'uvicorn'});"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

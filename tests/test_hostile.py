@@ -59,7 +59,28 @@ def hostile_files(tmp_path_factory, leaf_piece) -> dict[str, Path]:
     corrupt[at + 4 : at + 40] = b"\xff" * 36  # the decoder configuration: SPS/PPS garbage
     files["corrupt.mp4"] = d / "corrupt.mp4"
     files["corrupt.mp4"].write_bytes(bytes(corrupt))
+    # the MPEG program stream (accepted): cut short, and with its pack headers garbled
+    mpg = d / "program.mpg"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(leaf_piece), "-c:v", "mpeg2video", "-q:v", "4",
+                    "-an", "-f", "mpeg", str(mpg)], check=True)
+    ps = mpg.read_bytes()
+    files["truncated.mpg"] = d / "truncated.mpg"
+    files["truncated.mpg"].write_bytes(ps[:100])  # the pack and system headers, no picture
+    garbled = bytearray(ps)
+    for at in range(0, len(garbled), 2048):
+        garbled[at : at + 64] = b"\x00" * 64  # every pack header and the sequence headers with it
+    files["garbled.mpg"] = d / "garbled.mpg"
+    files["garbled.mpg"].write_bytes(bytes(garbled))
     return files
+
+
+def test_an_mpeg_program_stream_is_accepted(hostile_files, tmp_path, leaf_piece):
+    """What cameras, DVDs and archives make (MPEG-2 video in a program stream) probes and decodes."""
+    mpg = hostile_files["truncated.mpg"].with_name("program.mpg")  # made beside the hostile ones
+    info = probe(mpg)
+    assert "mpeg" in info.container.split(",") and info.codec == "mpeg2video"
+    assert (info.width, info.height) == (1280, 720)
+    assert sum(1 for _ in iter_frames(mpg)) >= 25
 
 
 def test_the_pixel_bomb_is_small_on_disk(hostile_files):
@@ -75,6 +96,8 @@ def test_the_pixel_bomb_is_small_on_disk(hostile_files):
     ("truncated.mp4", MediaError, "not a readable video"),
     ("truncated_faststart.mp4", MediaError, "cannot decode"),
     ("corrupt.mp4", MediaError, "cannot decode"),
+    ("truncated.mpg", MediaError, "cannot decode"),
+    ("garbled.mpg", MediaError, "not a readable video"),
 ])
 def test_preflight_refuses(hostile_files, name, error, match):
     with pytest.raises(error, match=match) as info:

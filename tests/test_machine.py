@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from fitcast.machine import Cpu, MeasurementCache
 from fitcast.runtime import precision_choice as play_precision
 from fitcast.runtime import runtime_choice
-from fitcast.machine import Cpu, MeasurementCache
 from sr_models.tuning import layout_choice, measure_layouts, precision_choice
 
 AVX512_BF16 = """processor\t: 0
@@ -207,8 +207,8 @@ def legacy_asset(leaf_asset, tmp_path_factory):
 
 
 def test_asset_with_8_bit_weights_plays_in_the_exact_precision(legacy_asset, leaf_piece, tmp_path):
-    from fitcast.asset import Fetcher
     from client.player import PlayOptions, play
+    from fitcast.asset import Fetcher
 
     r = play(str(legacy_asset), PlayOptions(reference=leaf_piece, max_frames=8),
              fetcher=Fetcher(cache_dir=tmp_path / "cache"))

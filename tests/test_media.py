@@ -42,7 +42,8 @@ def test_probe_refuses_audio_only_and_missing(tmp_path):
     with pytest.raises(UnsupportedMediaError):  # wav is not an accepted container
         probe(wav)
     m4a = tmp_path / "tone.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac", str(m4a)], check=True)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac", str(m4a)],
+                   check=True)
     with pytest.raises(MediaError, match="no video stream"):
         probe(m4a)
     with pytest.raises(MediaError, match="no such file"):
@@ -78,7 +79,8 @@ def test_hls_segments_have_the_asked_durations_and_start_with_keyframes(leaf_ass
 
 
 def test_an_ordinary_player_plays_the_master_playlist(leaf_asset):
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(leaf_asset / "hls" / "master.m3u8"), "-f", "null", "-"],
+    master = leaf_asset / "hls" / "master.m3u8"
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(master), "-f", "null", "-"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == ""
@@ -93,3 +95,41 @@ def test_decoded_lr_is_the_encoded_rendition_not_pristine(leaf_asset, leaf_piece
     pristine = downscale(next(iter_frames(leaf_piece)), 2)
     diff = np.abs(lr[0].astype(int) - pristine).mean()
     assert 0.3 < diff < 8  # codec damage, but the same picture
+
+
+def test_the_lr_stream_says_its_colour_and_its_codec_string_comes_from_the_stream(leaf_asset):
+    """BT.601 limited range in the H.264 VUI (what a decoder reads, not only the container), and the
+    RFC 6381 codec string of the master playlist from the stream's own avcC record."""
+    import io
+
+    import av
+    import m3u8
+
+    from fitcast.media import h264_codec_string
+
+    init = (leaf_asset / "hls" / "init.mp4").read_bytes()
+    seg = (leaf_asset / "hls" / "seg_00000.m4s").read_bytes()
+    with av.open(io.BytesIO(init + seg), format="mp4") as container:
+        frame = next(container.decode(video=0))
+        record = container.streams.video[0].codec_context.extradata
+    assert (frame.color_primaries, frame.color_trc, frame.colorspace) == (6, 6, 6)  # SMPTE 170M
+    assert frame.color_range == 1  # limited ("tv")
+    codec = h264_codec_string(init)
+    assert codec == f"avc1.{record[1]:02x}{record[2]:02x}{record[3]:02x}" and codec.startswith("avc1.64")
+    (variant,) = m3u8.load(str(leaf_asset / "hls" / "master.m3u8")).playlists
+    assert variant.stream_info.codecs == codec
+
+
+def test_bandwidth_is_the_peak_and_the_mean_the_hls_spec_asks_for(leaf_asset):
+    import m3u8
+
+    from fitcast.rendition import measured_bandwidth, segments_of
+
+    hls = leaf_asset / "hls"
+    (variant,) = m3u8.load(str(hls / "master.m3u8")).playlists
+    rates = [(hls / s.uri).stat().st_size * 8 / s.duration for s in segments_of(hls)]
+    peak, mean = measured_bandwidth(hls)
+    assert peak == pytest.approx(max(rates), abs=1) and min(rates) < peak
+    assert variant.stream_info.bandwidth == peak and variant.stream_info.average_bandwidth == mean
+    text = (hls / "lr.m3u8").read_text()
+    assert "#EXT-X-TARGETDURATION:1" in text  # half-second segments: ffmpeg alone writes 0

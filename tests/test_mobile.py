@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("executorch", reason="phone export needs executorch: pip install 'fitcast[mobile]'")
 
-from mobile.benchmark import PROFILE_FORMAT, main as benchmark_main  # noqa: E402
+from mobile.benchmark import PROFILE_FORMAT  # noqa: E402
+from mobile.benchmark import main as benchmark_main
 from mobile.export import PARITY_DB, export_asset  # noqa: E402
 
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from fitcast.errors import InvalidInputError
-from fitcast.profile import PROFILE_FORMAT, load_profile
+from fitcast.profile import PROFILE_FORMAT, conv_macs_per_lr_px, load_profile
 from nas.predictor import LatencyModel, features, holdout_mape, mean_holdout_mape
 from nas.profile import Target, profile_device
 from nas.search import search, space
-from fitcast.profile import conv_macs_per_lr_px
 
 
 def test_profile_measures_layers_networks_and_overhead_on_the_runtime(tmp_path):
@@ -156,7 +155,8 @@ def test_search_never_returns_a_network_a_measured_baseline_of_the_budget_beats(
 def test_a_network_that_never_starts_to_learn_loses_to_one_that_does(leaf_piece, monkeypatch):
     import nas.search as ns
 
-    monkeypatch.setattr(ns, "_proxy_gain", lambda widths, *a, init=None, **kw: (0.018 if len(widths) == 4 else 0.004, 1.0))
+    monkeypatch.setattr(ns, "_proxy_gain",
+                        lambda widths, *a, init=None, **kw: (0.018 if len(widths) == 4 else 0.004, 1.0))
     profile = _synthetic_profile()
     target_fps = 1000 / (10.0 + float(np.max([_true_ms(w) for w in space((8, 16, 24))])))
     result = search(profile, leaf_piece, target_fps=target_fps, proxy_iterations=5, frames=2, headroom=0.0,

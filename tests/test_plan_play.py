@@ -59,7 +59,8 @@ def test_the_player_reproduces_the_planned_pixels_and_psnr(planned_asset, leaf_p
     r = play(str(planned_asset), PlayOptions(reference=leaf_piece, target_fps=30), fetcher=Fetcher(tmp_path / "c"))
     assert r["planned"] and r["frames"] == 30
     assert r["psnr_y_sr"] == pytest.approx(quality["plan"]["psnr_y_planned"], abs=0.02)
-    for seg, got in zip(json.loads((planned_asset / "sr" / "manifest.json").read_text())["segments"], r["segments"]):
+    segments = json.loads((planned_asset / "sr" / "manifest.json").read_text())["segments"]
+    for seg, got in zip(segments, r["segments"], strict=True):
         assert got["psnr_y_sr"] == pytest.approx(seg["psnr_y_planned"], abs=0.02)
     unplanned = play(str(planned_asset), PlayOptions(reference=leaf_piece, plan=False), fetcher=Fetcher(tmp_path / "c"))
     assert not unplanned["planned"] and unplanned["psnr_y_sr"] == pytest.approx(quality["psnr_y_sr"], abs=0.02)

@@ -27,7 +27,8 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
     server = _start(root, port)
     base = f"http://127.0.0.1:{port}/v1/assets"
     try:
-        r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}, content=leaf_piece.read_bytes(),
+        r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0},
+                       content=leaf_piece.read_bytes(),
                        headers={"Content-Type": "video/mp4"}, timeout=60)
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]
@@ -54,7 +55,8 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
         assert m["asset_id"] == asset_id
         for model in m["models"]:
             assert httpx.get(f"{base}/{asset_id}/sr/{model['uri']}").status_code == 200
-        leftovers = [p.name for p in (root / "assets" / asset_id).iterdir() if p.name.startswith(".") or p.name == "work"]
+        leftovers = [p.name for p in (root / "assets" / asset_id).iterdir()
+                     if p.name.startswith(".") or p.name == "work"]
         assert leftovers == []
     finally:
         server.send_signal(signal.SIGTERM)

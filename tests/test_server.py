@@ -3,8 +3,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fitcast.config import Settings
-from helpers import asset_done, asset_progress, wait_while_progressing
 from fitcast.manifest import parse
+from helpers import asset_done, asset_progress, wait_while_progressing
 from server.app import create_app
 
 PROBLEM = "application/problem+json"
@@ -85,8 +85,9 @@ def test_listing_is_paginated(served, leaf_piece):
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/assets/../../etc/passwd", "/v1/assets/{id}/hls/..%2F..%2Fjobs.sqlite", "/v1/assets/{id}/sr/../source.mp4",
-             "/v1/assets/{id}/work/x", "/v1/assets/UPPER/hls/lr.m3u8", "/v1/nothing"]
+    "path", ["/v1/assets/../../etc/passwd", "/v1/assets/{id}/hls/..%2F..%2Fjobs.sqlite",
+             "/v1/assets/{id}/sr/../source.mp4", "/v1/assets/{id}/work/x", "/v1/assets/UPPER/hls/lr.m3u8",
+             "/v1/nothing"]
 )
 def test_bad_paths_are_problem_json_404(served, path):
     client, a, settings, _ = served

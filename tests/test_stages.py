@@ -115,7 +115,7 @@ def test_publish_writes_a_manifest_of_content_addressed_files(staged, tmp_path):
     on_disk = parse((tmp_path / "sr" / "manifest.json").read_text())
     assert on_disk == m and m.grid() == analysis.grid
     assert [e.precision for e in m.models] == ["fp32"] and m.bits.models == m.models[0].bytes * 8
-    for seg, labels in zip(m.segments, analysis.labels):
+    for seg, labels in zip(m.segments, analysis.labels, strict=False):
         assert (load_labels((tmp_path / "sr" / seg.labels_uri).read_bytes()) == labels).all()
         assert seg.labels_uri == f"labels/{seg.labels_sha256}.npz"
     assert json.loads(m.to_json())["segments"][1]["routes"] == {"0": "jstdo", "1": LANCZOS}

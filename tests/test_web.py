@@ -74,6 +74,10 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
             lz = httpx.get(page.eval_on_selector("#cmp-lanczos", "i => i.src")).content
             sr = httpx.get(page.eval_on_selector("#cmp-fitcast", "i => i.src")).content
             assert lz != sr
+            # the LR stream really plays in hls.js: enough data for the current frame, and time moving on
+            page.evaluate("document.getElementById('lr-video').play()")
+            page.wait_for_function("document.getElementById('lr-video').readyState >= 2", timeout=60_000)
+            page.wait_for_function("document.getElementById('lr-video').currentTime > 0.2", timeout=60_000)
             assert page.locator("#bits tbody tr").count() >= 3
             assert "PSNR-Y" in page.inner_text("#quality")
             page.select_option("#cmp-view", "slider")

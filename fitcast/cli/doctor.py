@@ -83,7 +83,8 @@ def diagnose(*, measure: bool = True, cache: MeasurementCache | None = None) -> 
         encode["reason"] = "torch is not installed: this is a viewer install (pip install 'fitcast[server]')"
     out["encode"] = encode
 
-    from fitcast.runtime import available_runtimes, precision_choice as play_precision, runtime_choice
+    from fitcast.runtime import available_runtimes, runtime_choice
+    from fitcast.runtime import precision_choice as play_precision
 
     play: dict[str, Any] = {"runtimes_installed": available_runtimes()}
     play["precision_new_assets"] = play_precision("auto", {"int8": 7, "fp32": None}, cpu).to_dict()

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -24,7 +25,7 @@ from sr_models.recipes import recipe_for
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
-_EXT = {"mov": "mp4", "mp4": "mp4", "matroska": "mkv", "webm": "webm", "avi": "avi", "mpegts": "ts"}
+_EXT = {"mov": "mp4", "mp4": "mp4", "matroska": "mkv", "webm": "webm", "avi": "avi", "mpegts": "ts", "mpeg": "mpg"}
 
 
 class Progress(BaseModel):
@@ -90,20 +91,20 @@ async def _receive_body(request: Request, dest: Path, limit: int) -> None:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidInputError("multipart upload needs a 'file' field")
-        with open(dest, "wb") as out:
+        async with await anyio.open_file(dest, "wb") as out:  # writes in a worker thread: the loop keeps serving
             while chunk := await upload.read(1 << 20):
                 written += len(chunk)
                 if written > limit:
                     raise TooLargeError(f"upload exceeds {limit} bytes")
-                out.write(chunk)
+                await out.write(chunk)
         await form.close()
     elif ctype.startswith("video/") or ctype == "application/octet-stream":
-        with open(dest, "wb") as out:
+        async with await anyio.open_file(dest, "wb") as out:
             async for chunk in request.stream():
                 written += len(chunk)
                 if written > limit:
                     raise TooLargeError(f"upload exceeds {limit} bytes")
-                out.write(chunk)
+                await out.write(chunk)
     else:
         raise UnsupportedMediaError(
             f"Content-Type {ctype or '(none)'} is not accepted: send the file as video/*, "
@@ -155,7 +156,8 @@ async def create_asset(
         tmp.unlink(missing_ok=True)
         raise
     try:
-        job = store.create(asset_id, upload.model_dump(mode="json"), source_name=source_name, source_bytes=size, source_sha256=digest,
+        job = store.create(asset_id, upload.model_dump(mode="json"), source_name=source_name, source_bytes=size,
+                           source_sha256=digest,
                            idempotency_key=idempotency_key)
     except Exception:
         shutil.rmtree(settings.assets_dir / asset_id, ignore_errors=True)

@@ -9,11 +9,10 @@ each branch exports as its own graph (:meth:`DynamicSR.branch`).
 
 from __future__ import annotations
 
-
 from torch import Tensor, nn
 
-from sr_models.archs.registry import register_model
 from sr_models.archs.espcn import ResidualESPCN
+from sr_models.archs.registry import register_model
 
 
 class DynamicSR(nn.Module):
@@ -59,7 +58,8 @@ class DynamicSR(nn.Module):
         return outs
 
 
-def default_branches(k: int, *, widest: int = 40, narrowest: int = 16, deepest: int = 3, shallowest: int = 1) -> list[tuple[int, int]]:
+def default_branches(k: int, *, widest: int = 40, narrowest: int = 16, deepest: int = 3,
+                     shallowest: int = 1) -> list[tuple[int, int]]:
     """Capacity falling linearly from the hardest branch to the easiest (channels rounded to 8)."""
     if k == 1:
         return [(widest, deepest)]

@@ -35,7 +35,7 @@ class ResidualESPCN(nn.Module):
         widths = list(widths) if widths is not None else [channels] * (body + 1)
         self.scale, self.channels, self.depth, self.widths = scale, max(widths), len(widths) - 1, widths
         layers: list[nn.Module] = []
-        for cin, cout in zip([3] + widths[:-1], widths):
+        for cin, cout in zip([3] + widths[:-1], widths, strict=False):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
         self.tail = nn.Conv2d(widths[-1], 3 * scale * scale, 3, padding=1)

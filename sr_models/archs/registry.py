@@ -6,7 +6,8 @@ architecture modules register theirs with :func:`register_model`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
