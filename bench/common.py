@@ -53,3 +53,42 @@ def publish(result: dict, out: Path, table: str, *, readme: Path | None, block: 
     print(table)
     if readme is not None:
         update_readme(readme, table, block=block)
+
+
+# BD-rate numbers are published only where the two curves overlap at least this much along the
+# quality axis (the bjontegaard package warns below 75 %, the JVET practice).
+MIN_OVERLAP = 0.75
+
+
+def bd_rate(rate_ref, dist_ref, rate_test, dist_test) -> dict | None:
+    """Bjøntegaard delta rate of ``test`` against ``ref`` (%, negative: ``test`` saves bits at equal
+    quality) through the ``bjontegaard`` package: pchip (as the JVET common test conditions) and
+    cubic, with the curves' overlap along the quality axis beside them.  None when they do not
+    overlap or either has fewer than four points; ``published`` False below ``MIN_OVERLAP``."""
+    import warnings
+
+    import bjontegaard
+    import numpy as np
+
+    if len(rate_ref) < 4 or len(rate_test) < 4:
+        return None
+    a, b = np.asarray(dist_ref, float), np.asarray(dist_test, float)
+    overlap = max(0.0, min(a.max(), b.max()) - max(a.min(), b.min())) / (max(a.max(), b.max()) - min(a.min(), b.min()))
+    if overlap <= 0:
+        return None
+    out = {"overlap": round(float(overlap), 3), "published": bool(overlap >= MIN_OVERLAP)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the overlap is reported beside the number instead
+        for method in ("pchip", "cubic"):
+            out[method] = float(bjontegaard.bd_rate(rate_ref, dist_ref, rate_test, dist_test, method=method,
+                                                    require_matching_points=False, min_overlap=0))
+    return out
+
+
+def bd_text(value: dict | None) -> str:
+    """A BD-rate in a table: the pchip number and the overlap, or why there is none."""
+    if value is None:
+        return "n/a (no overlap)"
+    text = f"{value['pchip']:+.1f} % (cubic {value['cubic']:+.1f} %, overlap {100 * value['overlap']:.0f} %)"
+    return text if value["published"] else f"not published: overlap {100 * value['overlap']:.0f} % < " \
+                                           f"{100 * MIN_OVERLAP:.0f} %"

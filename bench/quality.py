@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import MEDIA, clip_piece, machine, update_readme  # noqa: E402
+from bench.common import MEDIA, bd_rate, bd_text, clip_piece, machine, update_readme  # noqa: E402
 from client.player import PlayOptions, play  # noqa: E402
 from fitcast.asset import Fetcher  # noqa: E402
 from fitcast.media import iter_frames, probe, run_ffmpeg, vmaf  # noqa: E402
@@ -50,21 +50,6 @@ from fitcast.storage import atomic_write_text  # noqa: E402
 from server.pipeline import EncodeOptions, encode  # noqa: E402
 
 X264_CRFS = (18, 23, 28, 33)
-
-
-def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float | None:
-    """Bjøntegaard delta rate of ``test`` against ``ref`` (%, negative: ``test`` saves bits at
-    equal PSNR), cubic fit of log-rate over PSNR, over the PSNR range both cover."""
-    if len(rate_ref) < 4 or len(rate_test) < 4:
-        return None
-    pa = np.polyfit(psnr_ref, np.log(rate_ref), 3)
-    pb = np.polyfit(psnr_test, np.log(rate_test), 3)
-    lo, hi = max(min(psnr_ref), min(psnr_test)), min(max(psnr_ref), max(psnr_test))
-    if lo >= hi:
-        return None
-    ia = np.polyval(np.polyint(pa), hi) - np.polyval(np.polyint(pa), lo)
-    ib = np.polyval(np.polyint(pb), hi) - np.polyval(np.polyint(pb), lo)
-    return float((np.exp((ib - ia) / (hi - lo)) - 1) * 100)
 
 
 class Bench:
@@ -171,10 +156,10 @@ class Bench:
         shutil.rmtree(asset, ignore_errors=True)
 
 
-def bd_rates(data: dict) -> dict[str, float | None]:
+def bd_rates(data: dict) -> dict[str, dict | None]:
     """Per clip, scale and method with a CRF ladder: BD-rate against full-resolution x264, for
     fitcast (total bits, PSNR-Y of the SR) and for LR + lanczos (video bits)."""
-    out: dict[str, float | None] = {}
+    out: dict[str, dict | None] = {}
     for clip in sorted({r["clip"] for r in data["runs"]}):
         ladder = sorted((x["kbps"], x["psnr_y"]) for x in data["x264"]
                         if x["clip"] == clip and x.get("crf") is not None)
@@ -232,7 +217,7 @@ def to_markdown(data: dict, methods: list[str], crf: int) -> str:
         lines += ["", "BD-rate against full-resolution x264 (x264 CRF ladder "
                   f"{', '.join(map(str, X264_CRFS))}; fitcast: LR CRF ladder; "
                   "negative = fewer bits at equal PSNR-Y):", ""]
-        lines += [f"- {k}: {'n/a (no overlap)' if v is None else f'{v:+.1f} %'}" for k, v in bd.items()]
+        lines += [f"- {k}: {bd_text(v if isinstance(v, dict) or v is None else None)}" for k, v in bd.items()]
     for row in data["long"]:
         lines += ["", f"Whole clip {row['clip']} ({row['duration']:.1f} s, {row['hr'][0]}x{row['hr'][1]}, x2, "
                   f"{row['method']}): encode {row['encode_seconds']:.0f} s = **{row['seconds_per_second']:.1f} s per "

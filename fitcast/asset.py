@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 import m3u8
+import stamina
 
 from fitcast.errors import FetchError, IntegrityError, NotFoundError
 from fitcast.machine import cache_dir as cache_dir_default
@@ -47,10 +48,15 @@ class Asset:
         return str((Path(self.manifest_location).parent / uri).resolve())
 
 
+class _Retryable(Exception):
+    """A response worth asking again for: 429 or a 5xx."""
+
+
 class Fetcher:
     """Reads URLs (httpx, with retries) and local paths; caches sha256-named content."""
 
-    def __init__(self, cache_dir: Path | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, cache_dir: Path | None = None, timeout: float = 30.0, attempts: int = 4) -> None:
+        self.attempts = attempts
         self.cache_dir = cache_dir or cache_dir_default()
         self._client: httpx.Client | None = None
         self.timeout = timeout
@@ -67,6 +73,17 @@ class Fetcher:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def _get(self, url: str) -> httpx.Response:
+        """GET with retries and exponential backoff (stamina) on connection errors, timeouts, 429
+        and 5xx: a busy or restarting server costs the player a wait, not the playback."""
+        for attempt in stamina.retry_context(on=(httpx.TransportError, _Retryable), attempts=self.attempts,
+                                             wait_initial=0.1, wait_max=2.0, timeout=self.timeout * 2):
+            with attempt:
+                resp = self.client.get(url)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise _Retryable(f"HTTP {resp.status_code}")
+        return resp
 
     def read(self, location: str, sha256: str | None = None) -> bytes:
         cached = self.cache_dir / f"{sha256}" if sha256 else None
@@ -88,8 +105,8 @@ class Fetcher:
     def _read_uncached(self, location: str) -> bytes:
         if _is_url(location):
             try:
-                resp = self.client.get(location)
-            except httpx.HTTPError as exc:
+                resp = self._get(location)
+            except (httpx.HTTPError, _Retryable) as exc:
                 raise FetchError(f"{location}: {exc}") from None
             if resp.status_code == 404:
                 raise NotFoundError(f"{location}: not found (404)")

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     train_iterations: int | None = None
     # Where encodes train their models: auto = a GPU when torch sees one, else the CPU.
     train_device: str = "auto"
+    # Signed webhooks on job state changes (server.webhooks): where, and the shared secret.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    # JSON log lines (one object each) from `fitcast serve`.
+    json_logs: bool = True
 
     @property
     def assets_dir(self) -> Path:

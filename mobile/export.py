@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,8 @@ def run_pte(program: bytes, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tuple[str, ...] = ("onnx", "pte"),
-                 precisions: tuple[str, ...] = ("fp32", "int8")) -> ExportReport:
+                 precisions: tuple[str, ...] = ("fp32", "int8"),
+                 progress: Callable[[str, float], None] | None = None) -> ExportReport:
     """Write the phone bundle of the asset at ``location`` into ``out_dir``; return the report."""
     import torch
 
@@ -165,7 +167,10 @@ def export_asset(location: str, out_dir: Path, *, batch: int = 16, formats: tupl
         files.append(ExportedFile(entry.id, fmt, precision, f"models/{name}", len(data), digest, entry.group,
                                   round(parity, 2), list(outside)))
 
-    for entry in (e for e in m.models if e.precision == "fp32"):
+    fp32_entries = [e for e in m.models if e.precision == "fp32"]
+    for done, entry in enumerate(fp32_entries):
+        if progress is not None:
+            progress(entry.id, done / len(fp32_entries))
         fp32_onnx = asset.read_model(entry)
         net = from_onnx(entry.arch, fp32_onnx)
         x = calibration_windows(asset, m, group=entry.group)

@@ -46,13 +46,17 @@ CREATE TABLE IF NOT EXISTS assets (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires REAL,
+    takeovers INTEGER NOT NULL DEFAULT 0,
+    seconds TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
 """
 # Columns added after the first release: added to older databases on open.
 MIGRATIONS = {"lease_owner": "ALTER TABLE assets ADD COLUMN lease_owner TEXT",
-              "lease_expires": "ALTER TABLE assets ADD COLUMN lease_expires REAL"}
+              "lease_expires": "ALTER TABLE assets ADD COLUMN lease_expires REAL",
+              "takeovers": "ALTER TABLE assets ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
+              "seconds": "ALTER TABLE assets ADD COLUMN seconds TEXT"}
 
 MAX_ATTEMPTS = 3
 
@@ -76,6 +80,8 @@ class Job:
     updated: float
     lease_owner: str | None = None
     lease_expires: float | None = None
+    takeovers: int = 0  # times another dispatcher took the job over from a lapsed lease
+    seconds: dict[str, float] | None = None  # each stage's seconds, once ready
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -83,6 +89,7 @@ class Job:
         d["playable"] = bool(d["playable"])
         d["error"] = json.loads(d["error"]) if d["error"] else None
         d["options"] = json.loads(d["options"])
+        d["seconds"] = json.loads(d["seconds"]) if d.get("seconds") else None
         return cls(**d)
 
 
@@ -138,6 +145,11 @@ class JobStore:
             rows = con.execute("SELECT * FROM assets WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
 
+    def all(self) -> list[Job]:
+        """Every job (for the metrics; the table holds one row per asset)."""
+        with self._connect() as con:
+            return [Job.from_row(r) for r in con.execute("SELECT * FROM assets ORDER BY seq").fetchall()]
+
     def delete(self, asset_id: str) -> None:
         with self._connect() as con:
             con.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
@@ -151,14 +163,22 @@ class JobStore:
                 con.execute("UPDATE assets SET stage=?, fraction=?, playable=?, updated=? WHERE id=?",
                             (stage, fraction, int(playable), time.time(), asset_id))
 
-    def finish(self, asset_id: str, *, error: dict[str, Any] | None = None) -> None:
+    def finish(self, asset_id: str, *, owner: str | None = None, error: dict[str, Any] | None = None,
+               seconds: dict[str, float] | None = None) -> bool:
+        """Mark a job ready (or errored with ``error``); with ``owner`` only while that owner holds
+        its lease (a fenced write: a worker whose job was taken over changes nothing).  True when
+        the row changed."""
+        fence, args = ("AND status='processing' AND lease_owner=?", (owner,)) if owner else ("", ())
         with self._connect() as con:
             if error:
-                con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
-                            "updated=? WHERE id=?", (json.dumps(error), time.time(), asset_id))
+                cur = con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
+                                  f"updated=? WHERE id=? {fence}", (json.dumps(error), time.time(), asset_id, *args))
             else:
-                con.execute("UPDATE assets SET status='ready', stage='done', fraction=1.0, playable=1, error=NULL, "
-                            "lease_owner=NULL, lease_expires=NULL, updated=? WHERE id=?", (time.time(), asset_id))
+                cur = con.execute("UPDATE assets SET status='ready', stage='done', fraction=1.0, playable=1, "
+                                  "error=NULL, lease_owner=NULL, lease_expires=NULL, seconds=?, updated=? "
+                                  f"WHERE id=? {fence}", (json.dumps(seconds) if seconds else None, time.time(),
+                                                          asset_id, *args))
+            return cur.rowcount == 1
 
     def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
         """Atomically take the oldest job that is queued or whose lease ran out.
@@ -187,7 +207,8 @@ class JobStore:
                 if row["status"] == "processing":
                     log.info("job %s: lease of %s ran out, taking it over", row["id"], row["lease_owner"])
                 con.execute(
-                    "UPDATE assets SET status='processing', stage='queued', attempts=attempts+1, lease_owner=?, "
+                    "UPDATE assets SET status='processing', stage='queued', attempts=attempts+1, "
+                    "takeovers=takeovers+(status='processing'), lease_owner=?, "
                     "lease_expires=?, updated=? WHERE id=?",
                     (owner, now + lease_seconds, now, row["id"]),
                 )

@@ -7,6 +7,7 @@ the worker lives; a crash in native code or a kill never takes the HTTP server d
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -15,6 +16,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 from fitcast.config import Settings
 from fitcast.errors import problem_body, problem_of
@@ -42,7 +45,9 @@ def _exit_with_parent(poll: float = 0.5) -> None:
     threading.Thread(target=watch, name="fitcast-parent-watch", daemon=True).start()
 
 
-def run_job(settings_json: str, asset_id: str) -> None:
+def run_job(settings_json: str, asset_id: str, owner: str | None = None) -> None:
+    """Encode one job in this (spawned) process; its end is written only while ``owner`` (the
+    dispatcher that claimed it) still holds the job's lease."""
     _exit_with_parent()
     settings = Settings.model_validate_json(settings_json)
     store = JobStore(settings.db_path)
@@ -65,6 +70,8 @@ def run_job(settings_json: str, asset_id: str) -> None:
 
     try:
         from server.pipeline import encode
+        if job.source_name is None:
+            raise RuntimeError("the job has no source file")
 
         options = EncodeOptions.model_validate({"train_device": settings.train_device} | dict(job.options))
         if settings.train_iterations:
@@ -80,17 +87,25 @@ def run_job(settings_json: str, asset_id: str) -> None:
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
         log.error("job %s failed: %s", asset_id, traceback.format_exc())
-        store.finish(asset_id, error=problem_of(exc, title="Encode failed"))
+        store.finish(asset_id, owner=owner, error=problem_of(exc, title="Encode failed"))
         return
-    store.finish(asset_id)
+    store.finish(asset_id, owner=owner, seconds=_stage_seconds(settings.assets_dir / asset_id))
+
+
+def _stage_seconds(asset_dir: Path) -> dict[str, float] | None:
+    try:
+        return dict(json.loads((asset_dir / "report" / "quality.json").read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 class Dispatcher:
     """Claims queued jobs and runs each in a spawned worker process."""
 
     def __init__(self, store: JobStore, settings_json: str, workers: int = 1, poll: float = 0.5,
-                 lease_seconds: float = 30.0) -> None:
+                 lease_seconds: float = 30.0, on_change: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.on_change = on_change or (lambda _asset_id: None)  # a job changed state (the webhooks)
         self.settings_json = settings_json
         self.workers = workers
         self.poll = poll
@@ -124,7 +139,9 @@ class Dispatcher:
             if job is None:
                 self._stop.wait(self.poll)
                 continue
-            proc = ctx.Process(target=run_job, args=(self.settings_json, job.id), name=f"fitcast-job-{job.id}")
+            self.on_change(job.id)
+            proc = ctx.Process(target=run_job, args=(self.settings_json, job.id, self.owner),
+                               name=f"fitcast-job-{job.id}")
             proc.start()
             with self._lock:
                 self._procs.add(proc)
@@ -132,6 +149,10 @@ class Dispatcher:
             while proc.is_alive() and not self._stop.is_set():
                 proc.join(self.poll)
                 if not self.store.heartbeat(job.id, self.owner, self.lease_seconds):
+                    now = self.store.get(job.id)
+                    if now is not None and now.status in ("ready", "errored"):
+                        proc.join(30)  # the worker wrote its end (and with it the lease): let it exit
+                        break
                     # another dispatcher took the job over (this one stalled past its lease): stop ours
                     log.warning("job %s: lease lost, stopping its worker", job.id)
                     lost = True
@@ -146,5 +167,6 @@ class Dispatcher:
                 continue
             current = self.store.get(job.id)
             if current is not None and current.status == "processing":
-                self.store.finish(job.id, error=problem_body(500, "Encode failed",
-                                                             f"the encode worker exited with code {proc.exitcode}"))
+                self.store.finish(job.id, owner=self.owner, error=problem_body(
+                    500, "Encode failed", f"the encode worker exited with code {proc.exitcode}"))
+            self.on_change(job.id)

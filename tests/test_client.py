@@ -246,3 +246,54 @@ def test_lanczos_only_playback_runs_no_model(leaf_asset, leaf_piece, tmp_path, m
     r = play(str(leaf_asset), PlayOptions(reference=leaf_piece, sr=False), fetcher=Fetcher(cache_dir=tmp_path / "c"))
     assert r["psnr_y_sr"] == pytest.approx(r["psnr_y_lanczos"], abs=1e-9)
     assert r["runtime"] == "none" and r["precision"] == "none"
+
+
+def test_the_player_retries_busy_and_failing_servers_with_backoff(tmp_path):
+    """429, 5xx and a dropped connection are asked again (with backoff); a 404 is not."""
+    import http.server
+    import threading
+
+    import stamina
+
+    from fitcast.errors import FetchError
+
+    calls = {"/busy": 0, "/broken": 0, "/missing": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            calls[self.path] += 1
+            if self.path == "/busy" and calls["/busy"] < 3:
+                self.send_response(429 if calls["/busy"] == 1 else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path == "/broken":
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status, body = (200, b"payload") if self.path == "/busy" else (404, b"")
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    stamina.set_testing(True, attempts=4)  # the same attempts, no sleeping
+    try:
+        fetcher = Fetcher(cache_dir=tmp_path / "c")
+        assert fetcher.read(f"{base}/busy") == b"payload" and calls["/busy"] == 3
+        with pytest.raises(FetchError, match="HTTP 500"):
+            fetcher.read(f"{base}/broken")
+        assert calls["/broken"] == 4
+        with pytest.raises(NotFoundError):
+            fetcher.read(f"{base}/missing")
+        assert calls["/missing"] == 1
+    finally:
+        stamina.set_testing(False)
+        server.shutdown()

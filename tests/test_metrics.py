@@ -37,15 +37,22 @@ def test_ssim():
 
 
 def test_bd_rate_of_known_curves():
-    from bench.quality import bd_rate
+    from bench.common import bd_rate, bd_text
 
     rate = [500.0, 1000.0, 2000.0, 4000.0]
     psnr = [34.0, 37.0, 40.0, 43.0]
-    assert bd_rate(rate, psnr, rate, psnr) == pytest.approx(0.0, abs=1e-9)
-    assert bd_rate(rate, psnr, [r / 2 for r in rate], psnr) == pytest.approx(-50.0, abs=1e-6)
-    assert bd_rate(rate, psnr, [r * 1.2 for r in rate], psnr) == pytest.approx(20.0, abs=1e-6)
+    for method in ("pchip", "cubic"):
+        assert bd_rate(rate, psnr, rate, psnr)[method] == pytest.approx(0.0, abs=1e-6)
+        assert bd_rate(rate, psnr, [r / 2 for r in rate], psnr)[method] == pytest.approx(-50.0, abs=1e-4)
+        assert bd_rate(rate, psnr, [r * 1.2 for r in rate], psnr)[method] == pytest.approx(20.0, abs=1e-4)
+    assert bd_rate(rate, psnr, rate, psnr)["overlap"] == 1.0
     assert bd_rate(rate, psnr, rate, [p + 20 for p in psnr]) is None  # no common PSNR range
-    assert bd_rate(rate[:3], psnr[:3], rate, psnr) is None  # a cubic needs four points
+    assert bd_rate(rate[:3], psnr[:3], rate, psnr) is None  # four points each
+    # curves that share a third of their range: the number is computed, but not published
+    part = bd_rate(rate, psnr, rate, [p + 6 for p in psnr])
+    assert part["overlap"] == pytest.approx(1 / 5) and not part["published"]
+    assert bd_text(part).startswith("not published: overlap 20 %")
+    assert "overlap 100 %" in bd_text(bd_rate(rate, psnr, [r / 2 for r in rate], psnr))
 
 
 def test_vmaf_orders_a_clip_above_its_damaged_copy(leaf_piece, tmp_path):

@@ -14,10 +14,41 @@ def _settings(tmp_path, **kw) -> Settings:
     return Settings(root=tmp_path / "store", train_iterations=60, poll_seconds=0.2, **kw)
 
 
+class _Receiver:
+    """A webhook receiver on loopback that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, leaf_piece):
-    """A running app (with its worker) that has encoded the leaf piece."""
-    settings = _settings(tmp_path_factory.mktemp("srv"))
+def receiver():
+    r = _Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, leaf_piece, receiver):
+    """A running app (with its worker) that has encoded the leaf piece, sending webhooks."""
+    settings = _settings(tmp_path_factory.mktemp("srv"), webhook_url=receiver.url, webhook_secret="s3cret")
     with TestClient(create_app(settings)) as client:
         body = leaf_piece.read_bytes()
         r = client.post("/v1/assets", params={"preset": "fast", "segment_seconds": 0.5}, content=body,
@@ -159,3 +190,42 @@ def test_compare_renders_the_players_frames(served):
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
     assert client.get("/").headers["content-type"].startswith("text/html")
     assert client.get("/static/vendor/hls.min.js").status_code == 200
+
+
+def test_metrics_show_the_job_its_stages_and_the_requests(served):
+    client, a, settings, seen = served
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'fitcast_jobs{state="ready"} 1.0' in text
+    assert 'fitcast_job_stage_seconds_count{stage="train"} 1.0' in text
+    assert "fitcast_job_lease_takeovers_total 0.0" in text
+    assert 'fitcast_http_requests_total{method="GET",route="/v1/assets/{asset_id}",status="200"}' in text
+    assert 'route="/v1/assets",status="202"' in text
+
+
+def test_requests_carry_an_id(served):
+    client, a, settings, seen = served
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.get("/healthz", headers={"X-Request-ID": "not a sane id\n"})
+    assert len(r.headers["x-request-id"]) == 32  # replaced by a fresh one
+
+
+def test_a_webhook_receiver_gets_the_signed_events(served, receiver):
+    import json
+    import time
+
+    from server.webhooks import SIGNATURE_HEADER, verify
+
+    client, a, settings, seen = served
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(b'"asset.ready"' in body for _, body in receiver.received):
+        time.sleep(0.1)
+    events = [json.loads(body) for _, body in receiver.received]
+    assert [e["type"] for e in events if e["data"]["id"] == a["id"]][-2:] == ["asset.processing", "asset.ready"]
+    for headers, body in receiver.received:
+        assert verify("s3cret", body, headers[SIGNATURE_HEADER])
+        assert not verify("wrong", body, headers[SIGNATURE_HEADER])
+    old = headers[SIGNATURE_HEADER]
+    assert not verify("s3cret", body, old, now=time.time() + 3600)  # a replay an hour later is refused

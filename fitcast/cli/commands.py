@@ -109,7 +109,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"root": args.root, "host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    log_config = None
+    if settings.json_logs:
+        from server.observability import log_config as json_log_config
+
+        log_config = json_log_config()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                log_config=log_config or uvicorn.config.LOGGING_CONFIG)
     return 0
 
 
@@ -121,7 +127,10 @@ def cmd_play(args: argparse.Namespace) -> int:
         report=args.report, max_frames=args.max_frames, target_fps=args.target_fps, queue=args.queue, plan=args.plan,
         start_segment=args.start_segment,
     )
-    r = play(args.location, options)
+    bar, update = _progress_printer("play", quiet=not sys.stderr.isatty())  # a bar on a terminal only
+    with bar if bar is not None else _nothing():
+        r = play(args.location, options,
+                 on_frame=None if update is None else lambda done, total: update("frames", done / max(total, 1)))
     line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} " \
            f"({r['runtime']} {r['precision']}): " \
            f"fps median {r['fps_median']:.1f}, p5 {r['fps_p5']:.1f}"
@@ -137,9 +146,11 @@ def cmd_play(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mobile.export import PARITY_DB, export_asset
 
-    report = export_asset(args.location, args.output, batch=args.batch,
-                          formats=tuple(f for f in args.formats.split(",") if f),
-                          precisions=tuple(p for p in args.precisions.split(",") if p))
+    bar, update = _progress_printer("export", quiet=not sys.stderr.isatty())
+    with bar if bar is not None else _nothing():
+        report = export_asset(args.location, args.output, batch=args.batch,
+                              formats=tuple(f for f in args.formats.split(",") if f),
+                              precisions=tuple(p for p in args.precisions.split(",") if p), progress=update)
     for f in report.files:
         outside = f", outside XNNPACK: {', '.join(f.outside_delegate)}" if f.outside_delegate else ""
         mark = "ok" if f.parity_db >= PARITY_DB[f.precision] else "FAILED"
