@@ -30,8 +30,7 @@ from client.realtime import DegradePolicy, PresentationClock
 from client.report import PlaybackStats
 from client.viewer import Viewer
 from fitcast.asset import Asset, Fetcher, open_asset
-from fitcast.errors import InvalidInputError
-from fitcast.grid import load_labels, load_plan
+from fitcast.errors import InvalidInputError, MediaError
 from fitcast.machine import Choice
 from fitcast.manifest import LANCZOS, REUSE, Manifest, Segment
 from fitcast.media import VideoWriter, has_audio, iter_frames, mux_audio, upscale
@@ -114,19 +113,15 @@ class FrameFeed:
             for seg in m.segments[start_segment:]:
                 if sent >= limit:
                     break
-                data = asset.read(seg.uri)
+                data = asset.segment(seg)
                 if self._keep:
                     self.segments.append(data)
-                labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
-                if labels.shape[0] != seg.frames:
-                    raise InvalidInputError(f"segment {seg.index}: {labels.shape[0]} label maps for "
-                                            f"{seg.frames} frames")
+                labels = asset.labels(seg)
                 codes = motion = None
                 if planned:
-                    assert m.plan is not None and seg.plan_uri and seg.plan_sha256
-                    codes, motion = load_plan(asset.read(seg.plan_uri, seg.plan_sha256), frames=seg.frames,
-                                              shape=m.grid().shape, routes=len(m.plan.routes))
-                frames = iter_frames(io.BytesIO(init + data), fmt="mp4")
+                    codes, motion = asset.plan(seg)
+                frames = iter_frames(io.BytesIO(init + data), fmt="mp4", max_frames=seg.frames,
+                                     max_pixels=m.lr[0] * m.lr[1])
                 for j in range(seg.frames):
                     if sent >= limit:
                         break
@@ -134,6 +129,9 @@ class FrameFeed:
                     lr = next(frames, None)
                     if lr is None:
                         break
+                    if lr.shape[:2] != (m.lr[1], m.lr[0]):
+                        raise MediaError(f"segment {seg.index} decodes to {lr.shape[1]}x{lr.shape[0]}, the manifest "
+                                         f"says {m.lr[0]}x{m.lr[1]}")
                     base = upscale(lr, m.scale, base_kind)
                     frame = Frame(seg, j, lr, base, labels[j], None if codes is None else codes[j],
                                   None if motion is None else motion[j], time.perf_counter() - t0)
@@ -242,7 +240,7 @@ def play(
     # 1. open the asset: the manifest (its format checked) and its init section
     asset = open_asset(location, fetcher)
     m = asset.manifest
-    init = asset.read(m.init_uri)
+    init = asset.init()
     if not 0 <= options.start_segment < len(m.segments):
         raise InvalidInputError(f"no segment {options.start_segment} to start at (the asset has {len(m.segments)})")
     skipped = sum(seg.frames for seg in m.segments[: options.start_segment])

@@ -35,6 +35,27 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     # JSON log lines (one object each) from `fitcast serve`.
     json_logs: bool = True
+    # Trust boundary (server.security, server.keys).  Host names the service answers for ("*": any,
+    # for a proxy that checks Host itself); origins besides its own whose pages may POST/DELETE.
+    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    allowed_origins: list[str] = []
+    # Bounded work: jobs queued or processing per key and in all; source bytes stored per key.
+    max_active_per_key: int = Field(default=4, ge=1)
+    max_active: int = Field(default=32, ge=1)
+    quota_bytes: int = Field(default=20 * 1024**3, ge=0)
+    # The HTTP server's bounds: request headers must arrive within header_timeout; an upload that
+    # sends nothing for body_idle_timeout is dropped; connections over max_connections are closed.
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_idle_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=512, ge=8)
+    # Playback tokens (signed assets): the longest lifetime a caller may ask for.
+    max_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # /compare renders waiting at once (more get 429).
+    compare_queue: int = Field(default=4, ge=1)
+    # Management calls (/v1/assets and below, files excepted) per client (key, else address):
+    # a token bucket of rate_burst calls refilled at rate_per_second; over it, 429 with Retry-After.
+    rate_per_second: float = Field(default=20.0, gt=0)
+    rate_burst: int = Field(default=60, ge=1)
 
     @property
     def assets_dir(self) -> Path:

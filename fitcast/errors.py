@@ -64,6 +64,22 @@ class IntegrityError(FitcastError, ValueError):
     title = "Integrity check failed"
 
 
+class UnsafeModelError(IntegrityError):
+    """A model is not a program the player will hand to a runtime (operators, shapes, external
+    data or control flow outside what fitcast's networks use)."""
+
+    slug = "unsafe-model"
+    title = "Model refused"
+
+
+class UnsafeLocationError(FitcastError, PermissionError):
+    """A manifest names a file outside its asset (a local path) or off its origin (a URL)."""
+
+    status = 502
+    slug = "unsafe-location"
+    title = "Location refused"
+
+
 class NotFoundError(FitcastError, LookupError):
     """A named asset, file or model does not exist."""
 
@@ -96,6 +112,42 @@ class TooLargeError(FitcastError, ValueError):
     title = "Payload too large"
 
 
+class UnauthorizedError(FitcastError, PermissionError):
+    """A management call without a valid API key."""
+
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class ForbiddenError(FitcastError, PermissionError):
+    """A request the caller may not make (a playback token missing or expired, another origin)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class RateLimitedError(FitcastError, RuntimeError):
+    """Too many requests or jobs at once; ``retry_after`` seconds until one more fits."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(FitcastError, TimeoutError):
+    """A client stopped sending its request."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timeout"
+
+
 class ConflictError(FitcastError, RuntimeError):
     """The request conflicts with the resource's state (e.g. deleting a running job)."""
 
@@ -117,10 +169,3 @@ def problem_body(status: int, title: str, detail: str | None = None, *, slug: st
         body["instance"] = instance
     body.update(extra)
     return body
-
-
-def problem_of(exc: BaseException, *, title: str = "Internal error") -> dict:
-    """The problem details of an exception: a fitcast error as itself, anything else as a 500."""
-    if isinstance(exc, FitcastError):
-        return problem_body(exc.status, exc.title, str(exc), slug=exc.slug)
-    return problem_body(500, title, f"{type(exc).__name__}: {exc}")

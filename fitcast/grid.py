@@ -116,14 +116,47 @@ def save_labels(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def load_labels(data: bytes) -> np.ndarray:
-    """Inverse of :func:`save_labels`."""
+MAX_MAP_BYTES = 256 << 20  # what a label or plan map may inflate to (a 4K x4 segment's map is under 1 MB)
+
+
+def _npz_arrays(data: bytes, what: str, want: dict[str, tuple[np.dtype, tuple[int, ...] | None]]) -> list[np.ndarray]:
+    """The arrays ``want`` names from an ``.npz`` file that came from a server, checked *before*
+    they are inflated: each member's dtype and shape from its header (when ``want`` gives a
+    shape), and its stored size against what that shape needs, so a small file cannot inflate
+    into a large allocation."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            labels = npz["labels"]
+            out = []
+            for name, (dtype, shape) in want.items():
+                info = npz.zip.getinfo(f"{name}.npy")
+                with npz.zip.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    got_shape, _, got_dtype = read_header(member)
+                if got_dtype != dtype or (shape is not None and tuple(got_shape) != shape):
+                    raise InvalidInputError(f"{what} holds {name} {got_dtype}{list(got_shape)}, expected "
+                                            f"{np.dtype(dtype)}{list(shape) if shape is not None else ''}")
+                need = int(np.prod(got_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                if need > MAX_MAP_BYTES:
+                    raise InvalidInputError(f"{what}: {name} would take {need} bytes (at most {MAX_MAP_BYTES})")
+                if info.file_size > need + 4096:
+                    raise InvalidInputError(f"{what}: {name} inflates to {info.file_size} bytes, more than its "
+                                            "shape needs")
+                out.append(npz[name])
+            return out
+    except InvalidInputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise InvalidInputError(f"not a fitcast label map: {exc}") from None
-    if labels.ndim != 3 or labels.dtype != np.uint8:
+        raise InvalidInputError(f"not a fitcast {what}: {exc}") from None
+
+
+def load_labels(data: bytes, *, frames: int | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Inverse of :func:`save_labels`; with ``frames`` and ``shape`` (the manifest's), the map must
+    have exactly that shape, checked before it is inflated."""
+    want = (frames, *shape) if frames is not None and shape is not None else None
+    (labels,) = _npz_arrays(data, "label map", {"labels": (np.dtype(np.uint8), want)})
+    if labels.ndim != 3:
         raise InvalidInputError(f"label map has shape {labels.shape} and dtype {labels.dtype}")
     return labels
 
@@ -143,15 +176,8 @@ def save_plan(codes: np.ndarray, motion: np.ndarray, predicted_ms: np.ndarray) -
 
 def load_plan(data: bytes, *, frames: int, shape: tuple[int, int], routes: int) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`save_plan` (codes, motion), checked against what the manifest says."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            codes, motion = npz["codes"], npz["motion"]
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise InvalidInputError(f"not a fitcast plan map: {exc}") from None
-    if (codes.dtype != np.uint8 or codes.shape != (frames, *shape) or motion.shape != (frames, *shape, 2)
-            or motion.dtype != np.int8):
-        raise InvalidInputError(f"plan map has codes {codes.dtype}{list(codes.shape)} and motion "
-                                f"{motion.dtype}{list(motion.shape)}, expected [{frames}, {shape[0]}, {shape[1]}]")
+    codes, motion = _npz_arrays(data, "plan map", {"codes": (np.dtype(np.uint8), (frames, *shape)),
+                                                   "motion": (np.dtype(np.int8), (frames, *shape, 2))})
     if codes.size and int(codes.max()) >= routes:
         raise InvalidInputError(f"plan map uses route code {int(codes.max())}, the plan has {routes} routes")
     return codes, motion

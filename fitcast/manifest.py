@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import lzma
 import re
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from fitcast.errors import ManifestError, UnsupportedFormatError
 from fitcast.grid import Grid
@@ -29,6 +29,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
 
+# A shipped model is a few hundred kB at most; a file that inflates past this is refused.
+MAX_MODEL_BYTES = 64 << 20
+
+# Bounds on every number a manifest gives (a player allocates and loops by them, and a manifest
+# comes from whatever server the player is pointed at).  fitcast itself writes far less.
+MAX_SIDE = 8192  # pixels, either side of the HR frame
+MAX_SEGMENTS = 100_000  # 55 hours of 2 s segments
+MAX_SEGMENT_FRAMES = 3600
+MAX_MODELS = 256
+MAX_URI = 1024
+MAX_SEGMENT_BYTES = 256 << 20  # a segment file (a 2 s LR segment is well under 10 MB)
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MAP_BYTES = 64 << 20  # a label or plan map file
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URI)]
+
+
 class PatchSpec(_Model):
     """The LR patch grid.
 
@@ -37,36 +54,33 @@ class PatchSpec(_Model):
     upscaled; outputs never overlap.  The frame is padded by edge replication.
     """
 
-    size: int = Field(gt=0)
-    grid: tuple[int, int]
-    overlap: int = Field(ge=0)
+    size: int = Field(ge=4, le=512)
+    grid: tuple[Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]]
+    overlap: int = Field(ge=0, le=64)
 
 
 class ModelEntry(_Model):
-    id: str
-    uri: str
-    sha256: str
-    bytes: int
+    id: str = Field(min_length=1, max_length=128)
+    uri: Uri
+    sha256: Sha256
+    bytes: int = Field(ge=1, le=MAX_MODEL_BYTES)
     arch: dict[str, Any]
-    params: int
-    macs_per_lr_px: int
+    params: int = Field(ge=0, le=1 << 26)
+    macs_per_lr_px: int = Field(ge=0, le=1 << 30)
     precision: Literal["fp32", "int8", "bf16", "fp16"] = "fp32"
     runtime_hint: str = "onnxruntime"
     # What the network's output is added to: "lanczos" means the model predicts
     # the residual over the lanczos upscale of the same LR frame.
     residual: str = LANCZOS
-    group: int | None = None
+    group: int | None = Field(default=None, ge=0, le=255)
     # How the stored file is coded: "xz" (LZMA2 entropy coding of the ONNX bytes; ``bytes`` and
     # ``sha256`` are of the stored, compressed file) or "identity".
     encoding: Literal["identity", "xz"] = "identity"
     # int8 models: bits of the quantised weights.  7 (what fitcast writes) is exact in every CPU's
     # int8 kernels; an int8 model without the field has 8-bit weights, which saturate in x86
     # kernels without VNNI (u8 x s8 pairs summed into 16 bits).
-    weight_bits: int | None = None
+    weight_bits: int | None = Field(default=None, ge=2, le=8)
 
-
-# A shipped model is a few hundred kB at most; a file that inflates past this is refused.
-MAX_MODEL_BYTES = 64 << 20
 
 
 def compress_model(data: bytes) -> bytes:
@@ -96,19 +110,23 @@ class SegmentQuality(_Model):
 
 
 class Segment(_Model):
-    index: int
-    uri: str
-    start: float
-    duration: float
-    frames: int
-    labels_uri: str
-    labels_sha256: str
-    routes: dict[str, str]
+    index: int = Field(ge=0, lt=MAX_SEGMENTS)
+    uri: Uri
+    start: float = Field(ge=0)
+    duration: float = Field(gt=0, le=120)
+    frames: int = Field(ge=1, le=MAX_SEGMENT_FRAMES)
+    labels_uri: Uri
+    labels_sha256: Sha256
+    routes: dict[str, str] = Field(max_length=256)
+    # The segment file's sha256 and size (fitcast writes both since the player stopped trusting
+    # its server; older manifests lack them and their segments are read with a size cap only).
+    sha256: Sha256 | None = None
+    bytes: int | None = Field(default=None, ge=1, le=MAX_SEGMENT_BYTES)
     quality: SegmentQuality | None = None
     # fitcast/2, a planned asset: every frame's route per patch (codes into ``Plan.routes``) and
     # motion vectors (``save_plan``), and the segment's planned PSNR-Y.
-    plan_uri: str | None = None
-    plan_sha256: str | None = None
+    plan_uri: Uri | None = None
+    plan_sha256: Sha256 | None = None
     psnr_y_planned: float | None = None
 
 
@@ -116,13 +134,13 @@ class Plan(_Model):
     """What a planned asset was planned for (fitcast/2): the device, the rate, the queue, and
     the frame times predicted there.  ``routes`` names the codes of the segments' plan maps."""
 
-    target_fps: float
-    queue_frames: int  # frames the player may render ahead of the screen
-    prebuffer_frames: int  # intervals the first frame waits before it is shown (the start-up buffer)
-    headroom: float
-    device: str
-    profile_sha256: str
-    routes: list[str]
+    target_fps: float = Field(gt=0, le=480)
+    queue_frames: int = Field(ge=1, le=256)  # frames the player may render ahead of the screen
+    prebuffer_frames: int = Field(ge=0, le=256)  # intervals the first frame waits before it is shown
+    headroom: float = Field(ge=0, lt=1)
+    device: str = Field(max_length=512)
+    profile_sha256: str = Field(max_length=64)
+    routes: list[str] = Field(max_length=256)
     predicted_ms: dict[str, float]  # median, p95, max over the asset's frames
 
 
@@ -138,20 +156,21 @@ class Bits(_Model):
 
 class Manifest(_Model):
     format: str = FORMAT
-    asset_id: str
+    asset_id: str = Field(max_length=128)
     scale: int
-    hr: tuple[int, int]
-    lr: tuple[int, int]
-    fps: float
+    hr: tuple[Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]]
+    lr: tuple[Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]]
+    fps: float = Field(gt=0, le=480)
     # [x, y, w, h] of the HR crop taken from the source (display orientation).
     crop: tuple[int, int, int, int]
-    init_uri: str
+    init_uri: Uri
+    init_sha256: Sha256 | None = None
     patch: PatchSpec
     method: Method
-    k: int
-    scorer: str
-    models: list[ModelEntry]
-    segments: list[Segment]
+    k: int = Field(ge=1, le=256)
+    scorer: str = Field(max_length=64)
+    models: list[ModelEntry] = Field(max_length=MAX_MODELS)
+    segments: list[Segment] = Field(min_length=1, max_length=MAX_SEGMENTS)
     bits: Bits
     plan: Plan | None = None
     # The upscale the models' residuals are added to (fitcast/2 may say bicubic; fitcast/1 is lanczos).
@@ -174,6 +193,12 @@ class Manifest(_Model):
     def _playable(self) -> Manifest:
         """Refuse what this reader cannot play correctly: a route it does not know, a plan missing
         from a planned asset (rather than show wrong pixels)."""
+        if (self.lr[0] * self.scale, self.lr[1] * self.scale) != tuple(self.hr):
+            raise ValueError(f"hr {list(self.hr)} is not lr {list(self.lr)} times {self.scale}")
+        grid = self.grid()
+        if tuple(self.patch.grid) != (grid.gw, grid.gh):
+            raise ValueError(f"patch grid {list(self.patch.grid)} does not cover lr {list(self.lr)} in "
+                             f"{self.patch.size}-pixel patches")
         known = {e.id for e in self.models} | {LANCZOS}
         for seg in self.segments:
             for label, route in seg.routes.items():

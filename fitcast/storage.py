@@ -40,12 +40,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Published files are world-readable (an nginx or CDN origin often runs as another user); the
+# temporary files they are built as would otherwise keep mkstemp's 0600 and mkdtemp's 0700.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` (mode 0644) via a temporary file, fsync and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -72,7 +79,7 @@ def put_content(directory: str | Path, data: bytes, ext: str) -> tuple[Path, str
 
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Build a directory under a temporary name; rename it to ``final`` on success.
+    """Build a directory (mode 0755) under a temporary name; rename it to ``final`` on success.
 
     An existing ``final`` is replaced (the old one is removed after the swap).
     """
@@ -80,6 +87,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
+        tmp.chmod(DIR_MODE)
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old")
@@ -117,6 +125,44 @@ class AssetLayout:
         """Scratch space of the encode (removed when it finishes)."""
         return self.root / "work"
 
+
+
+ASSET_MARKER = ".fitcast-asset"  # in every folder an encode owns: what it may clear and replace
+ASSET_PARTS = ("hls", "sr", "report")
+
+
+def claim_asset_dir(root: str | Path) -> Path:
+    """Make ``root`` an asset folder an encode may write into, or refuse.
+
+    A new or empty folder is claimed (the marker file is written); one with the marker, or an
+    asset written before the marker existed (``sr/manifest.json``), is fitcast's already.  Any
+    other non-empty folder is refused: an encode replaces ``hls/ sr/ report/`` and clears its
+    own leftovers, and must never do that to someone else's files.
+    """
+    root = Path(root)
+    marker = root / ASSET_MARKER
+    if root.exists() and not root.is_dir():
+        raise InvalidInputError(f"{root} exists and is not a directory")
+    if not marker.is_file():
+        if root.is_dir() and any(root.iterdir()) and not (root / "sr" / "manifest.json").is_file():
+            raise InvalidInputError(f"{root} is not empty and is not a fitcast asset: encode into a new or empty "
+                                    "directory")
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("fitcast asset: encodes may replace hls/ sr/ report/ and clear work/ here\n")
+    return root
+
+
+def clear_leftovers(root: str | Path) -> None:
+    """Remove what an interrupted encode left in its (claimed) asset folder: the temporary and
+    old copies of ``hls/ sr/ report/`` and ``work/``; nothing else."""
+    root = Path(root)
+    if not (root / ASSET_MARKER).is_file():
+        return
+    for part in ASSET_PARTS:
+        for path in [*root.glob(f".{part}.*.tmp"), root / f".{part}.old"]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(root / "work", ignore_errors=True)
 
 
 def resolve_inside(root: str | Path, relative: str) -> Path:

@@ -26,7 +26,6 @@ import numpy as np
 
 from fitcast.asset import open_asset
 from fitcast.errors import InvalidInputError
-from fitcast.grid import load_labels
 from fitcast.manifest import Manifest, ModelEntry
 from fitcast.media import decode_segment
 from fitcast.metrics import psnr_from_mse
@@ -75,11 +74,11 @@ def psnr01(out: np.ndarray, ref: np.ndarray) -> float:
 def calibration_windows(asset, m: Manifest, *, group: int | None, limit: int = 256, seed: int = 0) -> np.ndarray:
     """float32 NCHW windows of the asset's decoded LR (those labelled ``group`` when given)."""
     grid = m.grid()
-    init = asset.read(m.init_uri)
+    init = asset.init()
     picked: list[np.ndarray] = []
     for seg in m.segments:
-        frames = decode_segment(init, asset.read(seg.uri))
-        labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+        frames = decode_segment(init, asset.segment(seg))
+        labels = asset.labels(seg)
         for lr, lab in zip(frames[::4], labels[::4], strict=False):
             windows = grid.windows(grid.pad(lr))
             rows, cols = np.nonzero(lab == group) if group is not None else np.nonzero(np.ones_like(lab))

@@ -1,8 +1,10 @@
 """The job table (SQLite, WAL): one row per asset, with leases.
 
-One row per asset.  A job is ``queued`` until a dispatcher claims it
-(``processing``, with a *lease*: an owner and an expiry time), then ``ready`` or
-``errored``.  While the worker process lives, its dispatcher renews the lease
+One row per asset, owned by the API key that uploaded it (``local`` when the service runs
+without keys).  A job is ``queued`` until a dispatcher claims it (``processing``, with a
+*lease*: a lease owner and an expiry time), then ``ready``, ``errored`` or ``canceled``
+(a cancel of a queued job is immediate; of a processing one it is a request the
+dispatcher carries out by stopping the worker).  While the worker process lives, its dispatcher renews the lease
 (a heartbeat every poll).  A job whose lease ran out — its server was killed,
 even with ``kill -9``, or lost its disk — is claimed again by any dispatcher on
 the same database, up to ``MAX_ATTEMPTS`` claims; then it fails with a reason.
@@ -42,7 +44,11 @@ CREATE TABLE IF NOT EXISTS assets (
     source_name TEXT,
     source_bytes INTEGER,
     source_sha256 TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT UNIQUE,  -- "<owner> <key>": idempotency keys are per owner
+    request_sha256 TEXT,  -- what the idempotent request carried (options and body)
+    owner TEXT NOT NULL DEFAULT 'local',
+    playback TEXT NOT NULL DEFAULT 'public',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires REAL,
@@ -56,7 +62,13 @@ CREATE TABLE IF NOT EXISTS assets (
 MIGRATIONS = {"lease_owner": "ALTER TABLE assets ADD COLUMN lease_owner TEXT",
               "lease_expires": "ALTER TABLE assets ADD COLUMN lease_expires REAL",
               "takeovers": "ALTER TABLE assets ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
-              "seconds": "ALTER TABLE assets ADD COLUMN seconds TEXT"}
+              "seconds": "ALTER TABLE assets ADD COLUMN seconds TEXT",
+              "request_sha256": "ALTER TABLE assets ADD COLUMN request_sha256 TEXT",
+              "owner": "ALTER TABLE assets ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'",
+              "playback": "ALTER TABLE assets ADD COLUMN playback TEXT NOT NULL DEFAULT 'public'",
+              "cancel_requested": "ALTER TABLE assets ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0"}
+STATES = ("queued", "processing", "ready", "errored", "canceled")
+ACTIVE = ("queued", "processing")
 
 MAX_ATTEMPTS = 3
 
@@ -82,11 +94,18 @@ class Job:
     lease_expires: float | None = None
     takeovers: int = 0  # times another dispatcher took the job over from a lapsed lease
     seconds: dict[str, float] | None = None  # each stage's seconds, once ready
+    request_sha256: str | None = None
+    owner: str = "local"
+    playback: str = "public"  # "public", or "signed": files only with a playback token
+    cancel_requested: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         d = dict(row)
         d["playable"] = bool(d["playable"])
+        d["cancel_requested"] = bool(d.get("cancel_requested"))
+        if d.get("idempotency_key"):
+            d["idempotency_key"] = d["idempotency_key"].split(" ", 1)[-1]
         d["error"] = json.loads(d["error"]) if d["error"] else None
         d["options"] = json.loads(d["options"])
         d["seconds"] = json.loads(d["seconds"]) if d.get("seconds") else None
@@ -118,32 +137,71 @@ class JobStore:
             con.close()
 
     def create(self, asset_id: str, options: dict[str, Any], *, source_name: str, source_bytes: int,
-               source_sha256: str, idempotency_key: str | None) -> Job:
+               source_sha256: str, idempotency_key: str | None, owner: str = "local", playback: str = "public",
+               request_sha256: str | None = None) -> Job:
         now = time.time()
+        scoped = f"{owner} {idempotency_key}" if idempotency_key else None
         with self._connect() as con:
             con.execute(
                 "INSERT INTO assets (id, status, stage, options, source_name, source_bytes, source_sha256, "
-                "idempotency_key, created, updated) VALUES (?, 'queued', 'queued', ?, ?, ?, ?, ?, ?, ?)",
-                (asset_id, json.dumps(options), source_name, source_bytes, source_sha256, idempotency_key, now, now),
+                "idempotency_key, request_sha256, owner, playback, created, updated) "
+                "VALUES (?, 'queued', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (asset_id, json.dumps(options), source_name, source_bytes, source_sha256, scoped, request_sha256,
+                 owner, playback, now, now),
             )
         job = self.get(asset_id)
         assert job is not None
         return job
 
-    def get(self, asset_id: str) -> Job | None:
+    def get(self, asset_id: str, *, owner: str | None = None) -> Job | None:
+        """The job of ``asset_id`` (only if ``owner`` owns it, when given)."""
         with self._connect() as con:
             row = con.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
+        job = Job.from_row(row) if row else None
+        return job if job is not None and (owner is None or job.owner == owner) else None
+
+    def by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM assets WHERE idempotency_key = ?", (f"{owner} {key}",)).fetchone()
         return Job.from_row(row) if row else None
 
-    def by_idempotency_key(self, key: str) -> Job | None:
+    def list(self, *, after_seq: int = 0, limit: int = 20, owner: str | None = None) -> list[Job]:
+        """Jobs in upload order after ``after_seq`` (only ``owner``'s, when given)."""
+        where, args = ("AND owner = ?", (owner,)) if owner is not None else ("", ())
         with self._connect() as con:
-            row = con.execute("SELECT * FROM assets WHERE idempotency_key = ?", (key,)).fetchone()
-        return Job.from_row(row) if row else None
-
-    def list(self, *, after_seq: int = 0, limit: int = 20) -> list[Job]:
-        with self._connect() as con:
-            rows = con.execute("SELECT * FROM assets WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+            rows = con.execute(f"SELECT * FROM assets WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                               (after_seq, *args, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    def usage(self, owner: str | None = None) -> tuple[int, int]:
+        """(jobs queued or processing, source bytes stored) of ``owner`` (everyone's when None)."""
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        with self._connect() as con:
+            row = con.execute("SELECT SUM(status IN ('queued', 'processing')), SUM(COALESCE(source_bytes, 0)) "
+                              f"FROM assets {where}", args).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def cancel(self, asset_id: str) -> str:
+        """Cancel a job: a queued one at once, a processing one by asking its dispatcher (which stops
+        the worker).  Returns the status after the call; ended jobs are left as they are."""
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("UPDATE assets SET status='canceled', stage='canceled', updated=? WHERE id=? AND "
+                        "status='queued'", (now, asset_id))
+            con.execute("UPDATE assets SET cancel_requested=1, updated=? WHERE id=? AND status='processing'",
+                        (now, asset_id))
+            row = con.execute("SELECT status FROM assets WHERE id=?", (asset_id,)).fetchone()
+            con.execute("COMMIT")
+        return row["status"] if row else "deleted"
+
+    def canceled(self, asset_id: str, lease_owner: str) -> bool:
+        """End a processing job whose cancel was asked for (fenced by its lease)."""
+        with self._connect() as con:
+            cur = con.execute("UPDATE assets SET status='canceled', stage='canceled', lease_owner=NULL, "
+                              "lease_expires=NULL, updated=? WHERE id=? AND status='processing' AND lease_owner=?",
+                              (time.time(), asset_id, lease_owner))
+            return cur.rowcount == 1
 
     def all(self) -> list[Job]:
         """Every job (for the metrics; the table holds one row per asset)."""
@@ -163,12 +221,12 @@ class JobStore:
                 con.execute("UPDATE assets SET stage=?, fraction=?, playable=?, updated=? WHERE id=?",
                             (stage, fraction, int(playable), time.time(), asset_id))
 
-    def finish(self, asset_id: str, *, owner: str | None = None, error: dict[str, Any] | None = None,
+    def finish(self, asset_id: str, *, lease_owner: str | None = None, error: dict[str, Any] | None = None,
                seconds: dict[str, float] | None = None) -> bool:
-        """Mark a job ready (or errored with ``error``); with ``owner`` only while that owner holds
-        its lease (a fenced write: a worker whose job was taken over changes nothing).  True when
-        the row changed."""
-        fence, args = ("AND status='processing' AND lease_owner=?", (owner,)) if owner else ("", ())
+        """Mark a job ready (or errored with ``error``); with ``lease_owner`` only while that
+        dispatcher holds its lease (a fenced write: a worker whose job was taken over, or was
+        canceled, changes nothing).  True when the row changed."""
+        fence, args = ("AND status='processing' AND lease_owner=?", (lease_owner,)) if lease_owner else ("", ())
         with self._connect() as con:
             if error:
                 cur = con.execute("UPDATE assets SET status='errored', error=?, lease_owner=NULL, lease_expires=NULL, "
@@ -215,14 +273,18 @@ class JobStore:
                 con.execute("COMMIT")
             return self.get(row["id"])
 
-    def heartbeat(self, asset_id: str, owner: str, lease_seconds: float) -> bool:
-        """Extend ``owner``'s lease on a processing job; False when it is no longer theirs."""
+    def heartbeat(self, asset_id: str, owner: str, lease_seconds: float) -> str:
+        """Extend ``owner``'s lease on a processing job: ``"held"``, ``"cancel"`` (held, and a cancel
+        was asked for) or ``"lost"`` (no longer theirs, or no longer processing)."""
         with self._connect() as con:
             cur = con.execute(
                 "UPDATE assets SET lease_expires=? WHERE id=? AND status='processing' AND lease_owner=?",
                 (time.time() + lease_seconds, asset_id, owner),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return "lost"
+            row = con.execute("SELECT cancel_requested FROM assets WHERE id=?", (asset_id,)).fetchone()
+            return "cancel" if row and row[0] else "held"
 
     def release(self, asset_id: str, owner: str) -> None:
         """Hand a job back to the queue at once (a clean shutdown), keeping its attempt count."""

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.jobs import JobStore
+from server.jobs import STATES, JobStore
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("fitcast_request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -72,7 +72,7 @@ class _JobCollector:
     def collect(self) -> Any:
         jobs = self.store.all()
         by_state = GaugeMetricFamily("fitcast_jobs", "encode jobs by state", labels=["state"])
-        for state in ("queued", "processing", "ready", "errored"):
+        for state in STATES:
             by_state.add_metric([state], sum(1 for j in jobs if j.status == state))
         yield by_state
         stages = SummaryMetricFamily("fitcast_job_stage_seconds", "seconds of each stage of finished encodes",

@@ -64,7 +64,16 @@ from fitcast.rendition import (
     write_master,
 )
 from fitcast.runtime import OrtSession
-from fitcast.storage import AssetLayout, atomic_dir, atomic_write_text, put_content, validate_asset_id
+from fitcast.storage import (
+    AssetLayout,
+    atomic_dir,
+    atomic_write_text,
+    claim_asset_dir,
+    clear_leftovers,
+    put_content,
+    sha256_file,
+    validate_asset_id,
+)
 from fitcast.upscale import RoutedUpscaler, select_patches
 from server.compute import Executor, InlineExecutor
 from server.planning import PlanResult, plan_frames, plan_target
@@ -110,10 +119,11 @@ def encode(
     arch = recipe.arch(options, preset)
     patch = options.patch or preset.patch
     run = StageRunner(progress)
-    clear_leftovers(layout.root)
 
     # 1. probe: the source against the limits; crop and sizes; what a plan is made for
     src = run("probe", probe_source, Path(source), options, patch=patch, limits=limits)
+    claim_asset_dir(layout.root)  # refuses a folder that is not fitcast's, before anything is written
+    clear_leftovers(layout.root)
     grid = Grid(src.lr[0], src.lr[1], patch, receptive_radius(arch), options.scale)
     target = plan_target(options.device_profile, asked_fps=options.target_fps, source_fps=float(src.fps), grid=grid,
                          queue=options.plan_queue, headroom=options.plan_headroom, base=options.base)
@@ -189,7 +199,6 @@ class Published:
 
 def published(layout: AssetLayout, source: Path) -> Published:
     from fitcast.asset import open_asset
-    from fitcast.grid import load_labels
 
     asset = open_asset(str(layout.root))
     m = asset.manifest
@@ -200,7 +209,7 @@ def published(layout: AssetLayout, source: Path) -> Published:
         raise InvalidInputError(f"{source.name} is not the video this asset was encoded from (its crop differs)")
     rendition = Rendition(layout.hls, segments_of(layout.hls), sum(seg.frames for seg in m.segments),
                           m.bits.video // 8, m.bits.audio // 8, "")
-    labels = [load_labels(asset.read(seg.labels_uri, seg.labels_sha256)) for seg in m.segments]
+    labels = [asset.labels(seg) for seg in m.segments]
     int8 = any(e.precision == "int8" for e in m.models)
     models = []
     for mid in dict.fromkeys(e.id for e in m.models):
@@ -473,6 +482,7 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
     """Write sr/ (content-addressed models, label maps and plan maps, the manifest) as one atomic
     rename; a planned asset is ``fitcast/2`` (readers that cannot follow a plan refuse it)."""
     used = evaluation.used_models() | (set(plan.routes[2:]) if plan else set())
+    hls = rendition.hls
     with atomic_dir(sr_dir) as tmp:
         entries = [entry for m in models if m.id in used for entry in _model_entries(tmp, m, int8, base)]
         segments, label_bytes, plan_bytes = [], 0, 0
@@ -483,7 +493,8 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
             segment = Segment(index=seg.index, uri=f"../hls/{seg.uri}", start=seg.start, duration=seg.duration,
                               frames=len(labels), labels_uri=f"labels/{path.name}", labels_sha256=digest,
                               routes=rep.routes, quality=SegmentQuality(psnr_y_lanczos=rep.psnr_y_lanczos,
-                                                                        psnr_y_sr=rep.psnr_y_sr))
+                                                                        psnr_y_sr=rep.psnr_y_sr),
+                              sha256=sha256_file(hls / seg.uri), bytes=(hls / seg.uri).stat().st_size)
             if plan is not None:
                 planned = plan.segments[seg.index]
                 data = save_plan(planned.codes, planned.motion, planned.predicted_ms)
@@ -498,7 +509,7 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
         manifest = Manifest(
             format=FORMAT_PLANNED if plan or base != LANCZOS else FORMAT, asset_id=asset_id, base=base,
             scale=src.scale, hr=src.hr, lr=src.lr, fps=float(src.fps),
-            crop=src.crop, init_uri=f"../hls/{INIT}",
+            crop=src.crop, init_uri=f"../hls/{INIT}", init_sha256=sha256_file(hls / INIT),
             patch=PatchSpec(size=grid.patch, grid=(grid.gw, grid.gh), overlap=grid.overlap),
             method=method, k=analysis.k, scorer=SCORER, models=entries, segments=segments,
             bits=Bits(video=rendition.video_bytes * 8, models=model_bits, labels=label_bytes * 8,
@@ -605,16 +616,6 @@ class StageRunner:
         self.seconds["total"] = time.perf_counter() - self._t0
         self.report(stage, 1.0)
         return out
-
-
-def clear_leftovers(out_dir: Path) -> None:
-    """Remove what an interrupted earlier run left: unpublished temporary dirs and files, scratch."""
-    if not out_dir.is_dir():
-        return
-    for path in out_dir.glob(".*"):
-        if path.name.endswith((".tmp", ".old")):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "work", ignore_errors=True)
 
 
 def calibration_windows(samples: Path, group: int | None, *, seed: int, n: int = 384) -> np.ndarray:

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fitcast.errors import FitcastError, problem_body
+from fitcast.errors import FitcastError, RateLimitedError, UnauthorizedError, problem_body
+from server.observability import REQUEST_ID
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -41,8 +42,9 @@ def responses(*statuses: int) -> dict[int | str, dict]:
             for status in statuses}
 
 
-_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
-           415: "Unsupported media type", 422: "Invalid input", 500: "Internal error"}
+_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+           408: "Request timeout", 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
+           421: "Misdirected request", 422: "Invalid input", 429: "Too many requests", 500: "Internal error"}
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -60,7 +62,13 @@ def _allowed_methods(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(FitcastError)
     async def _fitcast(request: Request, exc: FitcastError) -> JSONResponse:
-        return problem(exc.status, exc.title, str(exc), slug=exc.slug, instance=request.url.path)
+        headers = {}
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if isinstance(exc, UnauthorizedError):
+            headers["WWW-Authenticate"] = 'Bearer realm="fitcast"'
+        return problem(exc.status, exc.title, str(exc), slug=exc.slug, instance=request.url.path,
+                       headers=headers or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -80,5 +88,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "Internal error", "an unexpected error occurred", instance=request.url.path)
+        log.exception("unhandled error on %s", request.url.path)  # the details stay in the server's log
+        return problem(500, "Internal error", f"an unexpected error occurred (error id {REQUEST_ID.get()})",
+                       instance=request.url.path, error_id=REQUEST_ID.get())

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fitcast.config import Settings
-from fitcast.errors import problem_body, problem_of
+from fitcast.errors import FitcastError, problem_body
 from fitcast.options import EncodeOptions
 from server.compute import make_executor
 from server.jobs import JobStore
@@ -28,13 +29,23 @@ from server.jobs import JobStore
 log = logging.getLogger(__name__)
 
 
-def _exit_with_parent(poll: float = 0.5) -> None:
-    """End this worker when the server that spawned it dies (even by SIGKILL).
+def _exit_with_parent(poll: float = 0.2) -> None:
+    """End this worker when the server that spawned it dies (even by SIGKILL), however busy it is.
 
-    The restarted server runs the interrupted job again; an orphan still
-    writing into the same asset would race it.
+    The restarted server runs the interrupted job again; an orphan still writing into the same
+    asset would race it.  On Linux the kernel sends SIGKILL the moment the spawning thread ends
+    (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent's pid.
     """
     parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the signal was armed
+            os._exit(75)
 
     def watch() -> None:
         while True:
@@ -86,10 +97,23 @@ def run_job(settings_json: str, asset_id: str, owner: str | None = None) -> None
             executor=make_executor(settings.executor, settings.executor_workers, address=settings.ray_address),
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
-        log.error("job %s failed: %s", asset_id, traceback.format_exc())
-        store.finish(asset_id, owner=owner, error=problem_of(exc, title="Encode failed"))
+        error_id = uuid.uuid4().hex[:12]
+        log.error("job %s failed (error id %s): %s", asset_id, error_id, traceback.format_exc())
+        store.finish(asset_id, lease_owner=owner, error=public_error(exc, settings, error_id))
         return
-    store.finish(asset_id, owner=owner, seconds=_stage_seconds(settings.assets_dir / asset_id))
+    store.finish(asset_id, lease_owner=owner, seconds=_stage_seconds(settings.assets_dir / asset_id))
+
+
+def public_error(exc: BaseException, settings: Settings, error_id: str) -> dict:
+    """What a failed job shows its owner: a fitcast error's own message (the store's paths cut
+    out), anything else only as a generic line; the details stay in the server log under the id."""
+    if isinstance(exc, FitcastError):
+        detail = str(exc)
+        for path in {str(settings.root.resolve()), str(settings.root)}:
+            detail = detail.replace(path + "/", "").replace(path, "")
+        return problem_body(exc.status, "Encode failed", detail, slug=exc.slug, error_id=error_id)
+    return problem_body(500, "Encode failed", f"the encode failed unexpectedly (error id {error_id})",
+                        error_id=error_id)
 
 
 def _stage_seconds(asset_dir: Path) -> dict[str, float] | None:
@@ -97,6 +121,15 @@ def _stage_seconds(asset_dir: Path) -> dict[str, float] | None:
         return dict(json.loads((asset_dir / "report" / "quality.json").read_text())["seconds"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _stop_process(proc: multiprocessing.process.BaseProcess) -> None:
+    """SIGTERM, and SIGKILL if the process is still there a second later."""
+    proc.terminate()
+    proc.join(1.0)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
 
 
 class Dispatcher:
@@ -123,12 +156,27 @@ class Dispatcher:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def halt(self) -> None:
+        """Stop claiming and end every worker now (SIGTERM, SIGKILL a second later), without
+        waiting: safe to call from a signal handler.  The dispatch threads hand the jobs back."""
         self._stop.set()
         with self._lock:
             procs = list(self._procs)
         for p in procs:
             p.terminate()
+
+        def kill_survivors() -> None:
+            deadline = time.monotonic() + 1.0
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+
+        threading.Thread(target=kill_survivors, name="fitcast-halt", daemon=True).start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """:meth:`halt`, then wait for the dispatch threads (which requeue their jobs)."""
+        self.halt()
         for t in self._threads:
             t.join(timeout)
 
@@ -148,25 +196,32 @@ class Dispatcher:
             lost = False
             while proc.is_alive() and not self._stop.is_set():
                 proc.join(self.poll)
-                if not self.store.heartbeat(job.id, self.owner, self.lease_seconds):
+                lease = self.store.heartbeat(job.id, self.owner, self.lease_seconds)
+                if lease == "cancel":
+                    log.info("job %s: canceled, stopping its worker", job.id)
+                    _stop_process(proc)
+                    self.store.canceled(job.id, self.owner)
+                    lost = True  # ended here: nothing more to record
+                    break
+                if lease == "lost":
                     now = self.store.get(job.id)
-                    if now is not None and now.status in ("ready", "errored"):
+                    if now is not None and now.status in ("ready", "errored", "canceled"):
                         proc.join(30)  # the worker wrote its end (and with it the lease): let it exit
                         break
                     # another dispatcher took the job over (this one stalled past its lease): stop ours
                     log.warning("job %s: lease lost, stopping its worker", job.id)
                     lost = True
-                    proc.terminate()
-                    proc.join(5)
+                    _stop_process(proc)
             with self._lock:
                 self._procs.discard(proc)
             if self._stop.is_set():
                 self.store.release(job.id, self.owner)  # resumes at once under the next dispatcher
                 return
             if lost:
+                self.on_change(job.id)
                 continue
             current = self.store.get(job.id)
             if current is not None and current.status == "processing":
-                self.store.finish(job.id, owner=self.owner, error=problem_body(
+                self.store.finish(job.id, lease_owner=self.owner, error=problem_body(
                     500, "Encode failed", f"the encode worker exited with code {proc.exitcode}"))
             self.on_change(job.id)

@@ -11,6 +11,9 @@ from fitcast.media import cut
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
+# Starlette's TestClient calls itself "testserver": one more name the services under test answer for
+# (tests/test_security.py checks that other names are refused).
+os.environ.setdefault("FITCAST_ALLOWED_HOSTS", '["127.0.0.1", "localhost", "::1", "[::1]", "testserver"]')
 
 
 def media(name: str) -> Path:

@@ -16,12 +16,12 @@ def test_a_live_lease_is_not_taken_and_a_lapsed_one_is(tmp_path):
     job = store.claim_next("server-a", lease_seconds=0.5)
     assert job is not None and job.status == "processing" and job.lease_owner == "server-a" and job.attempts == 1
     assert store.claim_next("server-b", lease_seconds=0.5) is None  # a holds it
-    assert store.heartbeat("a1", "server-a", 0.5)
-    assert not store.heartbeat("a1", "server-b", 0.5)  # only the owner renews
+    assert store.heartbeat("a1", "server-a", 0.5) == "held"
+    assert store.heartbeat("a1", "server-b", 0.5) == "lost"  # only the lease owner renews
     time.sleep(0.6)  # a stops renewing (killed)
     taken = store.claim_next("server-b", lease_seconds=30)
     assert taken is not None and taken.lease_owner == "server-b" and taken.attempts == 2
-    assert not store.heartbeat("a1", "server-a", 30)  # a, if it wakes up, learns it lost the job
+    assert store.heartbeat("a1", "server-a", 30) == "lost"  # a, if it wakes up, learns it lost the job
     store.finish("a1")
     done = store.get("a1")
     assert done.status == "ready" and done.lease_owner is None
@@ -60,3 +60,29 @@ def test_an_older_database_gains_the_lease_columns(tmp_path):
     con.close()
     store = JobStore(path)
     assert store.claim_next("s", 30).lease_owner == "s"
+
+
+def test_cancel_is_immediate_when_queued_and_asked_of_the_dispatcher_when_processing(tmp_path):
+    store = _store(tmp_path)
+    store.create("a2", {}, source_name="source.mp4", source_bytes=1, source_sha256="0" * 64, idempotency_key=None)
+    assert store.cancel("a2") == "canceled"
+    job = store.claim_next("server-a", lease_seconds=30)
+    assert job is not None and job.id == "a1"  # a canceled job is never claimed
+    assert store.claim_next("server-b", lease_seconds=30) is None
+    assert store.cancel("a1") == "processing" and store.heartbeat("a1", "server-a", 30) == "cancel"
+    assert not store.canceled("a1", "server-b")  # fenced: only the lease owner ends it
+    assert store.canceled("a1", "server-a") and store.get("a1").status == "canceled"
+    assert not store.finish("a1", lease_owner="server-a")  # the stopped worker's late end changes nothing
+    assert store.cancel("a1") == "canceled"
+
+
+def test_idempotency_keys_and_listing_are_per_owner(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    for owner, asset in (("alice", "a1"), ("bob", "b1")):
+        store.create(asset, {}, source_name="s.mp4", source_bytes=10, source_sha256="0" * 64,
+                     idempotency_key="same-key", owner=owner)
+    assert store.by_idempotency_key("alice", "same-key").id == "a1"
+    assert store.by_idempotency_key("bob", "same-key").id == "b1"
+    assert [j.id for j in store.list(owner="alice")] == ["a1"]
+    assert store.get("b1", owner="alice") is None and store.get("b1", owner="bob").id == "b1"
+    assert store.usage("alice") == (1, 10) and store.usage() == (2, 20)

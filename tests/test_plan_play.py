@@ -56,8 +56,9 @@ def test_the_plan_keeps_within_its_budget_on_the_profiles_own_costs(planned_asse
 
 def test_the_player_reproduces_the_planned_pixels_and_psnr(planned_asset, leaf_piece, tmp_path):
     quality = json.loads((planned_asset / "report" / "quality.json").read_text())
-    r = play(str(planned_asset), PlayOptions(reference=leaf_piece, target_fps=30), fetcher=Fetcher(tmp_path / "c"))
-    assert r["planned"] and r["frames"] == 30
+    # unpaced: a paced player on a busy machine may degrade, and then it shows less than the plan
+    r = play(str(planned_asset), PlayOptions(reference=leaf_piece), fetcher=Fetcher(tmp_path / "c"))
+    assert r["planned"] and r["frames"] == 30 and not r.get("degradations")
     assert r["psnr_y_sr"] == pytest.approx(quality["plan"]["psnr_y_planned"], abs=0.02)
     segments = json.loads((planned_asset / "sr" / "manifest.json").read_text())["segments"]
     for seg, got in zip(segments, r["segments"], strict=True):
@@ -69,9 +70,9 @@ def test_the_player_reproduces_the_planned_pixels_and_psnr(planned_asset, leaf_p
 def test_seeking_to_a_segment_gives_the_frames_of_playing_through(planned_asset, tmp_path):
     through, seeked = {}, {}
     play(str(planned_asset), PlayOptions(), fetcher=Fetcher(tmp_path / "c"),
-         sink=lambda f, hr: through.__setitem__((f.segment.index, f.index), hr.copy()))
+         sink=lambda f, hr: through.__setitem__((f.segment.index, f.position), hr.copy()))
     play(str(planned_asset), PlayOptions(start_segment=1), fetcher=Fetcher(tmp_path / "c"),
-         sink=lambda f, hr: seeked.__setitem__((f.segment.index, f.index), hr.copy()))
+         sink=lambda f, hr: seeked.__setitem__((f.segment.index, f.position), hr.copy()))
     assert sorted(seeked) == [(1, j) for j in range(15)]
     for key, frame in seeked.items():
         assert np.array_equal(frame, through[key]), key

@@ -1,4 +1,6 @@
-"""A kill -9 of the server in the middle of an encode, then a restart: the job resumes and finishes."""
+"""The server stopped in the middle of an encode: with SIGTERM its worker ends within a second and
+the job waits for the next server; with kill -9 the orphaned worker ends itself, the lease lapses
+and the restarted server takes the job over and finishes it."""
 
 import signal
 import subprocess
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from fitcast.storage import ASSET_MARKER
 from helpers import asset_done, asset_progress, wait_while_progressing
 from server.launch import free_port, start_server
 
@@ -22,30 +25,49 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _until_training(base: str, asset_id: str) -> None:
+    a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(),
+                               done=lambda a: a["progress"]["stage"] == "train" or asset_done(a),
+                               progress=asset_progress, interval=0.1)
+    assert a["progress"]["stage"] == "train", f"the job finished before it could be interrupted: {a}"
+
+
+def test_stop_mid_job_then_restart_finishes_it(tmp_path, chaplin_piece):
     root, port = tmp_path / "store", free_port()
     server = _start(root, port)
     base = f"http://127.0.0.1:{port}/v1/assets"
     try:
         r = httpx.post(base, params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0},
-                       content=leaf_piece.read_bytes(),
+                       content=chaplin_piece.read_bytes(),
                        headers={"Content-Type": "video/mp4"}, timeout=60)
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]
-        a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(),
-                                   done=lambda a: a["progress"]["stage"] == "train" or asset_done(a),
-                                   progress=asset_progress, interval=0.1)
-        assert a["progress"]["stage"] == "train", f"the job finished before it could be interrupted: {a}"
+        # 1. SIGTERM while training: the worker ends within a second, the server soon after
+        _until_training(base, asset_id)
+        workers = _children(server.pid)
+        assert workers, "no worker process to stop"
+        stopped = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        while not all(_gone(w) for w in workers) and time.monotonic() - stopped < 5:
+            time.sleep(0.05)
+        assert all(_gone(w) for w in workers) and time.monotonic() - stopped < 1.5, "a worker outlived SIGTERM"
+        server.wait(timeout=15)
+        # 2. the next server resumes the job at once (it was handed back); kill -9 it while training
+        server = _start(root, port)
+        _until_training(base, asset_id)
         workers = _children(server.pid)
         server.send_signal(signal.SIGKILL)
         server.wait()
     finally:
         if server.poll() is None:
             server.kill()
-    # the orphaned worker notices and exits instead of racing the restarted server
-    time.sleep(1.5)
-    assert all(not Path(f"/proc/{w}").exists() or "zombie" in Path(f"/proc/{w}/status").read_text().lower()
-               for w in workers)
+    # the orphaned worker ends at once (the kernel's parent-death signal) instead of racing the restart
+    time.sleep(1.0)
+    assert all(_gone(w) for w in workers)
     server = _start(root, port)
     try:
         a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(), done=asset_done,
@@ -56,7 +78,7 @@ def test_kill_9_mid_job_then_restart_finishes_it(tmp_path, leaf_piece):
         for model in m["models"]:
             assert httpx.get(f"{base}/{asset_id}/sr/{model['uri']}").status_code == 200
         leftovers = [p.name for p in (root / "assets" / asset_id).iterdir()
-                     if p.name.startswith(".") or p.name == "work"]
+                     if p.name.startswith(".") and p.name != ASSET_MARKER or p.name == "work"]
         assert leftovers == []
     finally:
         server.send_signal(signal.SIGTERM)

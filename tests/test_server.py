@@ -77,9 +77,14 @@ def test_upload_encodes_to_ready_with_progress(served):
 
 def test_idempotency_key_returns_the_same_asset(served, leaf_piece):
     client, a, settings, _ = served
-    r = client.post("/v1/assets", content=leaf_piece.read_bytes(),
+    params = {"preset": "fast", "segment_seconds": 0.5}
+    r = client.post("/v1/assets", params=params, content=leaf_piece.read_bytes(),
                     headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
     assert r.status_code == 200 and r.json()["id"] == a["id"]
+    # the same key with another request is refused, not answered with this asset
+    r = client.post("/v1/assets", params={**params, "crf": 30}, content=leaf_piece.read_bytes(),
+                    headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
 
 def test_files_are_served_with_range_and_etag(served):
@@ -165,10 +170,7 @@ def test_multipart_upload_and_delete(tmp_path, leaf_piece):
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]
         assert (settings.assets_dir / asset_id / "source.mp4").is_file()
-        # queued: refuse to delete under the worker's feet
-        assert client.delete(f"/v1/assets/{asset_id}").status_code == 409
-        settings_store = client.app.state.store
-        settings_store.finish(asset_id, error={"title": "stopped for the test"})
+        # queued: DELETE cancels the job first, then removes it
         assert client.delete(f"/v1/assets/{asset_id}").status_code == 204
         assert client.get(f"/v1/assets/{asset_id}").status_code == 404
     assert not (settings.assets_dir / asset_id).exists()

@@ -1,7 +1,8 @@
-"""The web page in a real headless Chromium: upload a clip, watch it become ready, open the player,
-see both upscaled frames and the PSNR plot.  Skipped (with the reason) where Chromium or Playwright
-is missing; `.ci/run` installs Debian's chromium so that CI runs it.  The screenshot is kept in
-``test-artifacts/``."""
+"""The web page in a real headless Chromium, on a service that requires API keys: log in with a
+key, upload a clip for signed playback, watch it become ready, open the player, see both
+upscaled frames and the PSNR plot, and the LR stream playing in hls.js through tokenised URLs.
+Skipped (with the reason) where Chromium or Playwright is missing; `.ci/run` installs Debian's
+chromium so that CI runs it.  The screenshot is kept in ``test-artifacts/``."""
 
 from __future__ import annotations
 
@@ -27,13 +28,23 @@ playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is no
 
 @pytest.fixture
 def server(tmp_path):
+    from server.keys import KeyStore
+
+    _, key = KeyStore(tmp_path / "store" / "jobs.sqlite").create("web")
     proc, base = start_server(tmp_path / "store", env={"FITCAST_TRAIN_ITERATIONS": "30", "FITCAST_POLL_SECONDS": "0.2"})
-    yield base
+    yield base, key
     proc.terminate()
     proc.wait(30)
 
 
+def test_the_page_puts_no_server_text_into_html():
+    """Asset ids, stages and error details reach the page from uploads: only ever as text."""
+    script = (ROOT / "server" / "static" / "app.js").read_text()
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
+
+
 def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
+    server, key = server
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -45,10 +56,16 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server + "/")
             assert page.title() == "fitcast"
+            page.wait_for_function("document.getElementById('assets-empty').textContent.includes('Unauthorized')")
+            page.fill("#key-input", key)
+            page.click("#key-form button")
             page.select_option("#upload-preset", "fast")
+            page.check("#upload-signed")
             page.set_input_files("#upload-file", str(leaf_piece))
             page.click("#upload-button")
-            page.wait_for_function("document.getElementById('upload-progress').value === 100", timeout=60_000)
+            page.wait_for_function("document.getElementById('upload-progress').value === 100 && "
+                                   "!document.getElementById('upload-button').disabled", timeout=60_000)
+            assert page.inner_text("#upload-status").startswith("uploaded: "), page.inner_text("#upload-status")
             row = page.locator("#assets tbody tr").first
             row.wait_for(timeout=10_000)
             # live progress: the row moves through the stages to ready
@@ -74,6 +91,9 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, leaf_piece):
             lz = httpx.get(page.eval_on_selector("#cmp-lanczos", "i => i.src")).content
             sr = httpx.get(page.eval_on_selector("#cmp-fitcast", "i => i.src")).content
             assert lz != sr
+            # a signed asset: its playlist needs the page's token
+            asset_id = page.inner_text("#player-title")
+            assert httpx.get(f"{server}/v1/assets/{asset_id}/hls/master.m3u8").status_code == 403
             # the LR stream really plays in hls.js: enough data for the current frame, and time moving on
             page.evaluate("document.getElementById('lr-video').play()")
             page.wait_for_function("document.getElementById('lr-video').readyState >= 2", timeout=60_000)

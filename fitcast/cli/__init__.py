@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fitcast: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, never a traceback
+        if os.environ.get("FITCAST_DEBUG") == "1":
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(f"fitcast: error: unexpected {type(exc).__name__}: {detail} (FITCAST_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

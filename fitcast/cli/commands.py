@@ -102,20 +102,42 @@ def _nothing() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from fitcast.config import Settings
-    from server.app import create_app
+    from server.app import serve
 
     overrides = {k: v for k, v in {"root": args.root, "host": args.host, "port": args.port}.items() if v is not None}
-    settings = Settings(**overrides)
-    log_config = None
-    if settings.json_logs:
-        from server.observability import log_config as json_log_config
+    serve(Settings(**overrides))
+    return 0
 
-        log_config = json_log_config()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                log_config=log_config or uvicorn.config.LOGGING_CONFIG)
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import datetime
+
+    from fitcast.config import Settings
+    from server.keys import KeyStore
+
+    settings = Settings(**({"root": args.root} if args.root is not None else {}))
+    if not settings.root.is_dir() and args.keys_command != "create":
+        raise InvalidInputError(f"{settings.root} is not a fitcast store (no such directory)")
+    store = KeyStore(settings.db_path)
+    if args.keys_command == "create":
+        if not args.name.strip() or len(args.name) > 200:
+            raise InvalidInputError("a key's name must be 1 to 200 characters")
+        key, text = store.create(args.name.strip(), args.scope)
+        print(text)
+        print(f"key {key.id} ({key.scope}) for {key.name!r}: keep it; it is not shown again", file=sys.stderr)
+        return 0
+    if args.keys_command == "revoke":
+        if not store.revoke(args.key_id):
+            raise InvalidInputError(f"no active key {args.key_id!r}")
+        print(f"revoked {args.key_id}")
+        return 0
+
+    def when(t: float | None) -> str:
+        return "-" if t is None else datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")
+
+    for key in store.list():
+        print(f"{key.id}  {key.scope:<5}  created {when(key.created)}  revoked {when(key.revoked)}  {key.name}")
     return 0
 
 
@@ -221,5 +243,5 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": cmd_doctor, "encode": cmd_encode, "replan": cmd_replan, "serve": cmd_serve, "play": cmd_play,
-    "export": cmd_export, "profile-device": cmd_profile_device, "nas": cmd_nas,
+    "export": cmd_export, "profile-device": cmd_profile_device, "nas": cmd_nas, "keys": cmd_keys,
 }

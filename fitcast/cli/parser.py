@@ -15,8 +15,19 @@ EXAMPLES = """quickstart:
   fitcast play my-asset --headless             # play it, print fps (and PSNR with --reference)"""
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option's help, examples kept as written."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; a default shown after an option's help where it has a real one.
+
+    Flags (``--quiet``, ``--no-int8``) and options whose default depends on something else (their
+    help says what, with "default:") show no extra default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        if ("default" in help or action.default in (None, argparse.SUPPRESS)
+                or action.nargs == 0 or not action.option_strings):
+            return help
+        return help + " (default: %(default)s)"
 
 
 def _positive_float(text: str) -> float:
@@ -51,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-o", "--output", type=Path, required=True, help="asset directory to write")
     enc.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor")
     enc.add_argument("--method", choices=METHODS, default=None,
-                     help="; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items()) + " (with --arch: jstdo)")
+                     help="; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items())
+                     + " (default: dydca; with --arch: jstdo)")
     enc.add_argument("--k", type=int, default=2, help="number of difficulty groups")
     enc.add_argument("--crf", type=int, default=23, help="x264 CRF of the LR rendition")
     enc.add_argument("--segment-seconds", type=_positive_float, default=2.0, help="HLS segment length")
@@ -153,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     nas.add_argument("--no-compare", dest="compare", action="store_false",
                      help="skip training hand-designed ESPCN/FSRCNN-like networks of the same measured budget")
     nas.add_argument("-o", "--output", type=Path, default=Path("arch.json"), help="the architecture file to write")
+
+    keys = command("keys", "API keys of a service's store: who may call it, whose assets are whose",
+                   "examples:\n  fitcast keys create alice --root /srv/fitcast\n"
+                   "  fitcast keys list --root /srv/fitcast\n  fitcast keys revoke 1a2b3c4d5e6f --root /srv/fitcast\n"
+                   "once a key exists the service requires one on every management call")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION", help="what to do")
+    for name, help in (("create", "make a key (printed once: only its hash is stored)"),
+                       ("list", "the keys: id, name, scope, created, revoked"),
+                       ("revoke", "revoke a key (its assets stay, owned by its id)")):
+        act = keys_sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        act.add_argument("--root", type=Path, default=None,
+                         help="store directory (default: $FITCAST_ROOT or ./fitcast-data)")
+        if name == "create":
+            act.add_argument("name", help="who the key is for (shown in lists and logs)")
+            act.add_argument("--scope", choices=("user", "admin"), default="user",
+                             help="user: its own assets; admin: every asset")
+        elif name == "revoke":
+            act.add_argument("key_id", help="the key's id (the 12 hex digits after fck_)")
 
     doc = command("doctor", "this machine, what fitcast detected, and what each command will use and why")
     doc.add_argument("--json", action="store_true", help="print the report as JSON")

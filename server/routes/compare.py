@@ -3,27 +3,42 @@
 The web page's comparison viewer shows both side by side.  Frames are rendered
 here with the player's own code (decode the LR segment, route each patch to its
 model, paste the residuals), so the page shows exactly what `fitcast play` shows.
+
+What one request may cost is bounded: a frame is rendered once per (published manifest,
+segment, frame, mode) and kept as a file (``compare/<key>.png`` in the asset folder, the
+newest 256 of them), decoding
+stops at the frame asked for, renders run one at a time on their own thread (never on the
+threads that serve files), and when ``compare_queue`` renders are already waiting the next
+request gets a 429 instead of a place in line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Query, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Request, Response
 
-from fitcast.errors import NotFoundError
+from fitcast.errors import ForbiddenError, NotFoundError, RateLimitedError
+from fitcast.storage import atomic_write_bytes, sha256_file
 from server import problems
-from server.deps import AssetDirDep
+from server.deps import AssetDirDep, KeysDep, SettingsDep, StoreDep, principal
+from server.security import check_playback_token
 
 router = APIRouter(prefix="/v1/assets", tags=["compare"])
-# An upscaler reuses its buffers frame after frame: one render at a time per process.
+# An upscaler reuses its buffers frame after frame: one render at a time per process, on its own thread.
 _RENDER = threading.Lock()
+_RENDERER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fitcast-compare")
+_WAITING = {"n": 0}
+MAX_CACHED = 256  # frames kept per asset (the oldest go first)
 
 
 @lru_cache(maxsize=8)
@@ -48,16 +63,25 @@ def _upscaler(asset_dir: str, mtime_ns: int):
 
 
 def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
+    """The PNG of one frame: from the asset's compare cache, else rendered and kept there."""
     manifest = asset_dir / "sr" / "manifest.json"
     if not manifest.is_file():
         raise NotFoundError("the asset is not ready: no manifest yet")
+    key = hashlib.sha256(f"{sha256_file(manifest)}/{segment}/{frame}/{mode}".encode()).hexdigest()[:32]
+    cached = asset_dir / "compare" / f"{key}.png"
+    if cached.is_file():
+        return cached.read_bytes()
     with _RENDER:
-        return _render_locked(asset_dir, manifest, segment, frame, mode)
+        png = _render_locked(asset_dir, manifest, segment, frame, mode)
+    atomic_write_bytes(cached, png)
+    kept = sorted(cached.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
+    for old in kept[:-MAX_CACHED]:
+        old.unlink(missing_ok=True)
+    return png
 
 
 def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
-    from fitcast.grid import load_labels, load_plan
-    from fitcast.media import decode_segment, upscale
+    from fitcast.media import iter_frames, upscale
 
     asset, upscaler = _upscaler(str(asset_dir), manifest.stat().st_mtime_ns)
     m = asset.manifest
@@ -66,19 +90,21 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
         raise NotFoundError(f"no segment {segment} (the asset has {len(m.segments)})")
     if not 0 <= frame < seg.frames:
         raise NotFoundError(f"segment {segment} has frames 0..{seg.frames - 1}, not {frame}")
-    frames = decode_segment(asset.read(m.init_uri), asset.read(seg.uri))
+    frames = list(iter_frames(io.BytesIO(asset.init() + asset.segment(seg)), fmt="mp4", max_frames=frame + 1,
+                              max_pixels=m.lr[0] * m.lr[1]))  # decoding stops at the frame asked for
+    if len(frames) <= frame:
+        raise NotFoundError(f"segment {segment} decodes to {len(frames)} frames, not {frame + 1}")
     base = upscale(frames[frame], m.scale, m.base)
     if mode == "lanczos":
         img = upscale(frames[frame], m.scale, "lanczos")
     elif m.plan is not None and seg.plan_uri and seg.plan_sha256:  # a plan carries detail from frame to frame
-        codes, motion = load_plan(asset.read(seg.plan_uri, seg.plan_sha256), frames=seg.frames,
-                                  shape=m.grid().shape, routes=len(m.plan.routes))
+        codes, motion = asset.plan(seg)
         upscaler.reset()
         for j in range(frame + 1):
             img = upscaler.upscale(frames[j], base if j == frame else upscale(frames[j], m.scale, m.base),
                                    codes[j], motion[j])
     else:
-        labels = load_labels(asset.read(seg.labels_uri, seg.labels_sha256))
+        labels = asset.labels(seg)
         img = upscaler.upscale(frames[frame], labels[frame], seg.routes, base)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
     assert ok
@@ -87,15 +113,36 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
 
 @router.get("/{asset_id}/compare", response_class=Response,
             responses={200: {"content": {"image/png": {}}, "description": "the upscaled frame"},
-                       **problems.responses(404, 422)})
+                       **problems.responses(401, 403, 404, 422, 429)})
 async def compare_frame(
+    request: Request,
     asset_dir: AssetDirDep,
+    store: StoreDep,
+    keys: KeysDep,
+    settings: SettingsDep,
     segment: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    frame: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    frame: Annotated[int, Query(ge=0, le=3600)] = 0,
     mode: Literal["lanczos", "fitcast"] = "fitcast",
+    token: Annotated[str | None, Query(max_length=200, description="playback token (instead of a key)")] = None,
 ) -> Response:
-    """One frame (of ``segment``, 0-based) upscaled by ``mode``, as PNG."""
-    if not asset_dir.is_dir():
+    """One frame (of ``segment``, 0-based) upscaled by ``mode``, as PNG: for the asset's owner (its
+    API key) or a holder of its playback token."""
+    job = store.get(asset_dir.name)
+    if job is None or not asset_dir.is_dir():
         raise NotFoundError(f"no asset {asset_dir.name}")
-    png = await run_in_threadpool(render, asset_dir, segment, frame, mode)
-    return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=3600"})
+    if token is not None:
+        why = check_playback_token(request.app.state.secret, job.id, token)
+        if why is not None:
+            raise ForbiddenError(why)
+    else:
+        caller = principal(request, keys)
+        if not caller.may_see(job):
+            raise NotFoundError(f"no asset {asset_dir.name}")
+    if _WAITING["n"] >= settings.compare_queue:
+        raise RateLimitedError(f"{_WAITING['n']} frames are being rendered: try again shortly", retry_after=2)
+    _WAITING["n"] += 1
+    try:
+        png = await asyncio.wrap_future(_RENDERER.submit(render, asset_dir, segment, frame, mode))
+    finally:
+        _WAITING["n"] -= 1
+    return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})

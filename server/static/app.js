@@ -7,6 +7,38 @@ const api = (path) => `/v1/assets${path}`;
 let pollTimer = null;
 let hls = null;
 
+// ---- the API key (when the service requires one): kept for this tab only
+function apiKey() {
+  return sessionStorage.getItem("fitcast-key") || "";
+}
+
+function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function apiFetch(path, init = {}) {
+  return fetch(api(path), { ...init, headers: { ...(init.headers || {}), ...authHeaders() } });
+}
+
+function setupKey() {
+  $("key-input").value = apiKey();
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("fitcast-key", $("key-input").value.trim());
+    $("key-status").textContent = apiKey() ? "key set" : "no key";
+    route();
+  });
+}
+
+// A text cell (never HTML: asset ids, stages and errors come from the server and uploads)
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
 function problemText(xhrOrBody) {
   try {
     const body = typeof xhrOrBody === "string" ? JSON.parse(xhrOrBody) : xhrOrBody;
@@ -21,10 +53,12 @@ function upload(event) {
   event.preventDefault();
   const file = $("upload-file").files[0];
   if (!file) return;
-  const params = new URLSearchParams({ preset: $("upload-preset").value, scale: $("upload-scale").value });
+  const params = new URLSearchParams({ preset: $("upload-preset").value, scale: $("upload-scale").value,
+    playback: $("upload-signed").checked ? "signed" : "public" });
   const xhr = new XMLHttpRequest();
   xhr.open("POST", api(`?${params}`));
   xhr.setRequestHeader("Content-Type", file.type || "application/octet-stream");
+  for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) $("upload-progress").value = Math.round((100 * e.loaded) / e.total);
   };
@@ -50,8 +84,12 @@ function upload(event) {
 
 // ---- the asset list, with live job progress
 async function refreshList() {
-  const res = await fetch(api("?limit=100"));
-  if (!res.ok) return;
+  const res = await apiFetch("?limit=100");
+  if (!res.ok) {
+    $("assets-empty").hidden = false;
+    $("assets-empty").textContent = problemText(await res.json());
+    return;
+  }
   const { items } = await res.json();
   const body = $("assets").querySelector("tbody");
   body.replaceChildren(
@@ -63,21 +101,37 @@ async function refreshList() {
         tr.dataset.id = a.id;
         tr.dataset.status = a.status;
         const pct = Math.round(100 * (a.status === "ready" ? 1 : a.progress.fraction || 0));
-        const open = a.status === "ready" ? `<a class="open" href="#/assets/${a.id}">open</a>` : "";
         const err = a.error ? ` — ${a.error.detail || a.error.title}` : "";
-        tr.innerHTML = `<td class="mono">${a.id}</td><td class="status ${a.status}">${a.status}${err}</td>
-          <td>${a.progress.stage || ""}</td><td><progress max="100" value="${pct}"></progress> ${pct}%</td><td>${open}</td>`;
+        const bar = document.createElement("progress");
+        bar.max = 100;
+        bar.value = pct;
+        const progress = cell(` ${pct}%`);
+        progress.prepend(bar);
+        const open = cell("");
+        if (a.status === "ready") {
+          const link = document.createElement("a");
+          link.className = "open";
+          link.href = `#/assets/${encodeURIComponent(a.id)}`;
+          link.textContent = "open";
+          open.append(link);
+        }
+        tr.append(cell(a.id, "mono"), cell(`${a.status}${err}`, `status ${a.status}`), cell(a.progress.stage || ""),
+          progress, open);
         return tr;
       })
   );
   $("assets-empty").hidden = items.length > 0;
+  $("assets-empty").textContent = "No assets yet.";
 }
 
-// ---- the player view
+// ---- the player view: every file is opened with a playback token (a signed asset needs it)
+let token = "";
+const withToken = (path) => api(`${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`);
+
 function frameUrl(id, mode) {
   const seg = $("cmp-segment").value || 0;
   const frame = $("cmp-frame").value || 0;
-  return api(`/${id}/compare?segment=${seg}&frame=${frame}&mode=${mode}`);
+  return withToken(`/${id}/compare?segment=${seg}&frame=${frame}&mode=${mode}`);
 }
 
 function loadComparison(id) {
@@ -96,8 +150,14 @@ async function openPlayer(id) {
   $("library-view").hidden = true;
   $("player-view").hidden = false;
   $("player-title").textContent = id;
+  const grant = await apiFetch(`/${id}/playback-token`, { method: "POST" });
+  if (!grant.ok) {
+    $("quality").textContent = problemText(await grant.json());
+    return;
+  }
+  token = (await grant.json()).token;
   const video = $("lr-video");
-  const src = api(`/${id}/hls/master.m3u8`);
+  const src = withToken(`/${id}/hls/master.m3u8`);
   if (hls) hls.destroy();
   if (window.Hls && Hls.isSupported()) {
     hls = new Hls();
@@ -106,18 +166,20 @@ async function openPlayer(id) {
   } else {
     video.src = src; // Safari plays HLS natively
   }
-  $("psnr-plot").src = api(`/${id}/report/psnr.png`);
-  const manifest = await (await fetch(api(`/${id}/sr/manifest.json`))).json();
+  $("psnr-plot").src = withToken(`/${id}/report/psnr.png`);
+  const manifest = await (await fetch(withToken(`/${id}/sr/manifest.json`))).json();
   const bits = manifest.bits;
   const total = Object.values(bits).reduce((s, v) => s + v, 0);
   $("bits").querySelector("tbody").replaceChildren(
     ...Object.entries(bits).map(([k, v]) => {
       const tr = document.createElement("tr");
-      tr.innerHTML = `<th>${k}</th><td>${kbit(v)}</td><td>${((100 * v) / total).toFixed(1)} %</td>`;
+      const th = document.createElement("th");
+      th.textContent = k;
+      tr.append(th, cell(kbit(v)), cell(`${((100 * v) / total).toFixed(1)} %`));
       return tr;
     })
   );
-  const q = await fetch(api(`/${id}/report/quality.json`));
+  const q = await fetch(withToken(`/${id}/report/quality.json`));
   if (q.ok) {
     const r = await q.json();
     $("quality").textContent = `PSNR-Y: lanczos ${r.psnr_y_lanczos.toFixed(2)} dB, fitcast ${r.psnr_y_sr.toFixed(2)} dB ` +
@@ -160,6 +222,7 @@ function setupSlider() {
 }
 
 $("upload-form").addEventListener("submit", upload);
+setupKey();
 window.addEventListener("hashchange", route);
 setupSlider();
 route();
