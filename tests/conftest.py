@@ -55,15 +55,16 @@ def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
 
 
 @pytest.fixture(scope="session")
-def planned_asset(tmp_path_factory, leaf_piece) -> Path:
-    """The leaf piece encoded with a plan (dydca, 0.5 s segments) for 30 fps on the shipped reference
+def planned_asset(tmp_path_factory, leaf_asset, leaf_piece) -> Path:
+    """The leaf asset planned again (``replan``: no training) for 30 fps on the shipped reference
     device: a fitcast/2 asset."""
-    from fitcast.options import EncodeOptions
-    from server.pipeline import encode
+    import shutil
+
+    from server.pipeline import replan
 
     out = tmp_path_factory.mktemp("assets") / "leaf-planned"
-    encode(leaf_piece, out, EncodeOptions(scale=2, method="dydca", k=2, segment_seconds=0.5, preset="fast",
-                                          iterations=100, target_fps=30))
+    shutil.copytree(leaf_asset, out)
+    replan(leaf_piece, out, target_fps=30)
     return out
 
 

@@ -13,7 +13,7 @@ from fitcast.storage import ASSET_MARKER
 from helpers import asset_done, asset_progress, wait_while_progressing
 from server.launch import free_port, start_server
 
-ENV = {"FITCAST_TRAIN_ITERATIONS": "100", "FITCAST_POLL_SECONDS": "0.2", "FITCAST_JOB_LEASE_SECONDS": "3"}
+ENV = {"FITCAST_TRAIN_ITERATIONS": "50", "FITCAST_POLL_SECONDS": "0.2", "FITCAST_JOB_LEASE_SECONDS": "3"}
 
 
 def _start(root: Path, port: int) -> subprocess.Popen:

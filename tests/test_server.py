@@ -51,7 +51,7 @@ def served(tmp_path_factory, leaf_piece, receiver):
     settings = _settings(tmp_path_factory.mktemp("srv"), webhook_url=receiver.url, webhook_secret="s3cret")
     with TestClient(create_app(settings)) as client:
         body = leaf_piece.read_bytes()
-        r = client.post("/v1/assets", params={"preset": "fast", "segment_seconds": 0.5}, content=body,
+        r = client.post("/v1/assets", params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}, content=body,
                         headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
         assert r.status_code == 202, r.text
         asset = r.json()
@@ -77,7 +77,7 @@ def test_upload_encodes_to_ready_with_progress(served):
 
 def test_idempotency_key_returns_the_same_asset(served, leaf_piece):
     client, a, settings, _ = served
-    params = {"preset": "fast", "segment_seconds": 0.5}
+    params = {"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}
     r = client.post("/v1/assets", params=params, content=leaf_piece.read_bytes(),
                     headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
     assert r.status_code == 200 and r.json()["id"] == a["id"]
