@@ -118,17 +118,17 @@ def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path)
     assert r["psnr_y_sr"] >= r["psnr_y_lanczos"]
 
 
-def test_warm_start_from_the_generic_model_learns_faster(bear_piece, tmp_path):
+def test_warm_start_from_the_generic_model_learns_faster(chaplin_piece, tmp_path):
     """The same tiny budget (40 iterations) from the generic model beats training from scratch."""
     gains = {}
     for warm in (False, True):
         out = tmp_path / f"warm{warm}"
-        encode(bear_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20, warm_start=warm,
-                                                   target_fps=0))
+        encode(chaplin_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20,
+                                                 warm_start=warm, target_fps=0))
         q = json.loads((out / "report" / "quality.json").read_text())
         assert q["warm_start"] is warm
         gains[warm] = q["psnr_y_sr_fp32"] - q["psnr_y_lanczos"]
-    assert gains[True] > gains[False] + 0.1, gains
+    assert gains[True] > gains[False] + 0.1, gains  # measured +2.39 vs 0.00 dB (scratch gated to lanczos)
 
 
 def test_generic_training_script_writes_loadable_weights_and_a_card(tmp_path):
