@@ -13,10 +13,10 @@ error; with ``--readme`` the markdown table replaces the block between
 ``<!-- load:begin -->`` and ``<!-- load:end -->``.
 
 ``--hostile`` runs the players twice, alone and then beside hostile clients that hold a key of
-their own (the store requires keys): slowloris connections that never finish their headers,
-uploads whose bodies stall, a flood of compare-frame renders and a flood of uploads.  It
-reports the players' latency in both phases and what each hostile client got back (the block
-``<!-- hostile:begin -->``).
+their own (the store requires keys), run in a process of their own as an attacker's client would
+be: slowloris connections that never finish their headers, uploads whose bodies stall, a flood of
+compare-frame renders and a flood of uploads.  It reports the players' latency in both phases
+and what each hostile client got back (the block ``<!-- hostile:begin -->``).
 """
 
 from __future__ import annotations
@@ -157,12 +157,12 @@ class Outcomes:
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.held: dict[str, list[float]] = defaultdict(list)  # seconds a stalled connection was kept
+        self.held: dict[str, list[float]] = defaultdict(list)  # "kind/outcome" -> seconds a connection was kept
 
     def add(self, kind: str, outcome: str, held: float | None = None) -> None:
         self.counts[kind][outcome] += 1
         if held is not None:
-            self.held[kind].append(held)
+            self.held[f"{kind}/{outcome}"].append(held)
 
 
 async def slowloris(host: str, port: int, deadline: float, out: Outcomes) -> None:
@@ -242,18 +242,46 @@ async def upload_flood(base: str, clip: Path, key: str, deadline: float, out: Ou
                 out.add("upload flood", type(exc).__name__)
 
 
-async def run_hostile(base: str, asset_id: str, own_id: str, clip: Path, key: str, *, players: int,
-                      seconds: float, counts: dict[str, int]) -> tuple[Recorder, Outcomes]:
-    """Players of ``asset_id`` beside hostile clients holding ``key`` (whose own asset is ``own_id``)."""
-    rec, out = Recorder(), Outcomes()
+async def attack(base: str, own_id: str, clip: Path, key: str, *, seconds: float,
+                 counts: dict[str, int]) -> Outcomes:
+    """The hostile clients, all holding ``key`` (whose own asset is ``own_id``), for ``seconds``."""
+    out = Outcomes()
     host, port = base.removeprefix("http://").rsplit(":", 1)
     deadline = time.perf_counter() + seconds
-    tasks = [player(base, asset_id, deadline, rec) for _ in range(players)]
-    tasks += [slowloris(host, int(port), deadline, out) for _ in range(counts["slowloris"])]
+    tasks = [slowloris(host, int(port), deadline, out) for _ in range(counts["slowloris"])]
     tasks += [slow_body(host, int(port), key, deadline, out) for _ in range(counts["stalled"])]
     tasks += [compare_flood(base, own_id, key, deadline, out) for _ in range(counts["compare"])]
     tasks += [upload_flood(base, clip, key, deadline, out) for _ in range(counts["uploads"])]
     await asyncio.gather(*tasks)
+    return out
+
+
+def _attack_process(start_at: float, base: str, own_id: str, clip: Path, key: str, seconds: float,
+                    counts: dict[str, int]) -> tuple[dict, dict]:
+    """:func:`attack` in its own process (an attacker's client is not the players' client), from
+    wall-clock ``start_at``; plain dicts back."""
+    time.sleep(max(0.0, start_at - time.time()))
+    out = asyncio.run(attack(base, own_id, clip, key, seconds=seconds, counts=counts))
+    return {k: dict(v) for k, v in out.counts.items()}, dict(out.held)
+
+
+def run_hostile(base: str, asset_id: str, own_id: str, clip: Path, key: str, *, players: int,
+                seconds: float, counts: dict[str, int]) -> tuple[Recorder, Outcomes]:
+    """Players of ``asset_id`` in this process, the hostile clients in another, over the same window."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    start_at = time.time() + 5.0  # time for the other process to start
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(_attack_process, start_at, base, own_id, clip, key, seconds, counts)
+        time.sleep(max(0.0, start_at - time.time()))
+        rec = asyncio.run(run_load(base, asset_id, clip, players=players, uploads=0, seconds=seconds))
+        counted, held = future.result()
+    out = Outcomes()
+    for kind, outcomes in counted.items():
+        for outcome, n in outcomes.items():
+            out.counts[kind][outcome] = n
+    out.held.update(held)
     return rec, out
 
 
@@ -273,8 +301,8 @@ def hostile_markdown(alone: dict, beside: dict, out: Outcomes, counts: dict[str,
     lines.append(f"\nSegment p99 beside the hostile clients: {ratio:.2f}× the run without them.")
     lines += ["", "| hostile client | what it got back | count | held for (median) |", "|---|---|---|---|"]
     for kind, outcomes in out.counts.items():
-        held = out.held.get(kind)
         for outcome, n in sorted(outcomes.items(), key=lambda kv: -kv[1]):
+            held = out.held.get(f"{kind}/{outcome}")
             lines.append(f"| {kind} | {outcome} | {n} | "
                          f"{f'{np.median(held):.1f} s' if held else '-'} |")
     return "\n".join(lines)
@@ -336,8 +364,8 @@ def main_hostile(args: argparse.Namespace) -> int:
             # the attacker compares its own asset (another key's asset is a 404 to it)
             own = upload(base, clip, {"Authorization": f"Bearer {attacker}"})
             wait_ready(base, own, headers={"Authorization": f"Bearer {attacker}"})
-            rec_beside, out = asyncio.run(run_hostile(base, asset_id, own, clip, attacker,
-                                                      players=args.players, seconds=args.seconds, counts=counts))
+            rec_beside, out = run_hostile(base, asset_id, own, clip, attacker, players=args.players,
+                                          seconds=args.seconds, counts=counts)
             if server.poll() is not None:
                 rec_beside.errors.append(f"the server exited with {server.returncode}")
         finally:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     # /compare renders waiting at once (more get 429).
     compare_queue: int = Field(default=4, ge=1)
+    # Encodes are batch work: their processes run at this nice value so that serving (playlists,
+    # segments) keeps the CPU it needs while a worker trains (0: the server's own priority).
+    worker_nice: int = Field(default=10, ge=0, le=19)
     # Management calls (/v1/assets and below, files excepted) per client (key, else address):
     # a token bucket of rate_burst calls refilled at rate_per_second; over it, 429 with Retry-After.
     rate_per_second: float = Field(default=20.0, gt=0)

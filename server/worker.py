@@ -61,6 +61,8 @@ def run_job(settings_json: str, asset_id: str, owner: str | None = None) -> None
     dispatcher that claimed it) still holds the job's lease."""
     _exit_with_parent()
     settings = Settings.model_validate_json(settings_json)
+    if settings.worker_nice and hasattr(os, "nice"):
+        os.nice(settings.worker_nice)
     store = JobStore(settings.db_path)
     job = store.get(asset_id)
     if job is None:

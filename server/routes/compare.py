@@ -56,7 +56,8 @@ def _upscaler(asset_dir: str, mtime_ns: int):
         used = [r for r in m.plan.routes if r not in (LANCZOS, REUSE)]
     else:
         used = sorted({mid for seg in m.segments for mid in routes_by_model(seg.routes)})
-    sessions = {mid: open_session(asset.read_model(m.model(mid)), "ort") for mid in used}
+    # one thread: a render leaves the other cores to the requests that serve players
+    sessions = {mid: open_session(asset.read_model(m.model(mid)), "ort", threads=1) for mid in used}
     if m.plan is not None:
         return asset, PlannedUpscaler(m.grid(), sessions, m.plan.routes)
     return asset, RoutedUpscaler.for_manifest(m, sessions)
