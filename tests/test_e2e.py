@@ -16,7 +16,7 @@ def run(*args, check=True):
 
 def test_encode_then_play_beats_lanczos(bear_piece, tmp_path):
     out = tmp_path / "bear"
-    enc = run("encode", bear_piece, "-o", out, "--scale", "2", "--preset", "fast", "--iterations", "150",
+    enc = run("encode", bear_piece, "-o", out, "--scale", "2", "--preset", "fast", "--iterations", "100",
               "--segment-seconds", "0.5", "--quiet")
     assert "PSNR-Y lanczos" in enc.stdout
     for rel in ("hls/master.m3u8", "hls/lr.m3u8", "hls/init.mp4", "sr/manifest.json", "report/quality.json",
@@ -28,7 +28,7 @@ def test_encode_then_play_beats_lanczos(bear_piece, tmp_path):
     assert "fps median" in play.stdout and "PSNR-Y" in play.stdout
     r = json.loads(report.read_text())
     q = json.loads((out / "report" / "quality.json").read_text())
-    # a tiny budget (150 iterations per branch of a 16-channel net) measured +0.4 dB here; the full preset
+    # a tiny budget (100 iterations per branch of a 16-channel net) measured +0.39 dB planned here; the full preset
     # gains far more
     assert r["psnr_y_sr"] >= r["psnr_y_lanczos"] + 0.2, r
     assert q["plan"]["target_fps"] == q["source"]["fps"]  # planned by default, for the source's rate
