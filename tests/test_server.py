@@ -46,11 +46,11 @@ def receiver():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, leaf_piece, receiver):
-    """A running app (with its worker) that has encoded the leaf piece, sending webhooks."""
+def served(tmp_path_factory, bear_piece, receiver):
+    """A running app (with its worker) that has encoded the bear piece, sending webhooks."""
     settings = _settings(tmp_path_factory.mktemp("srv"), webhook_url=receiver.url, webhook_secret="s3cret")
     with TestClient(create_app(settings)) as client:
-        body = leaf_piece.read_bytes()
+        body = bear_piece.read_bytes()
         r = client.post("/v1/assets", params={"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}, content=body,
                         headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
         assert r.status_code == 202, r.text
@@ -75,14 +75,14 @@ def test_upload_encodes_to_ready_with_progress(served):
     assert a["source"]["sha256"] and a["source"]["bytes"] > 0
 
 
-def test_idempotency_key_returns_the_same_asset(served, leaf_piece):
+def test_idempotency_key_returns_the_same_asset(served, bear_piece):
     client, a, settings, _ = served
     params = {"preset": "fast", "segment_seconds": 0.5, "target_fps": 0}
-    r = client.post("/v1/assets", params=params, content=leaf_piece.read_bytes(),
+    r = client.post("/v1/assets", params=params, content=bear_piece.read_bytes(),
                     headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
     assert r.status_code == 200 and r.json()["id"] == a["id"]
     # the same key with another request is refused, not answered with this asset
-    r = client.post("/v1/assets", params={**params, "crf": 30}, content=leaf_piece.read_bytes(),
+    r = client.post("/v1/assets", params={**params, "crf": 30}, content=bear_piece.read_bytes(),
                     headers={"Content-Type": "video/mp4", "Idempotency-Key": "leaf-1"})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
@@ -110,7 +110,7 @@ def test_files_are_served_with_range_and_etag(served):
     assert q["frames"] == 30 and "psnr_y_sr" in q
 
 
-def test_listing_is_paginated(served, leaf_piece):
+def test_listing_is_paginated(served):
     client, a, settings, _ = served
     r = client.get("/v1/assets", params={"limit": 1})
     assert r.status_code == 200
@@ -186,7 +186,7 @@ def test_compare_renders_the_players_frames(served):
         r = client.get(f"/v1/assets/{a['id']}/compare", params={"segment": 1, "frame": 3, "mode": mode})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         pngs[mode] = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
-        assert pngs[mode].shape == (720, 1280, 3)
+        assert pngs[mode].shape == (480, 852, 3)  # the bear piece, cropped to whole patches
     assert (pngs["lanczos"] != pngs["fitcast"]).any()
     r = client.get(f"/v1/assets/{a['id']}/compare", params={"segment": 0, "frame": 999})
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
