@@ -280,6 +280,8 @@ async def create_asset(
     except Exception:
         shutil.rmtree(settings.assets_dir / asset_id, ignore_errors=True)
         if idempotency_key and (existing := store.by_idempotency_key(caller.owner, idempotency_key)) is not None:
+            if existing.request_sha256 != wanted:  # a concurrent upload took the key with another request
+                raise InvalidInputError("this Idempotency-Key was used for a different upload: use a new key") from None
             return JSONResponse(_asset_out(request, existing).model_dump(), status_code=200)
         raise
     out = _asset_out(request, job)
