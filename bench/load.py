@@ -41,9 +41,11 @@ from bench.common import MEDIA, machine, publish  # noqa: E402
 from fitcast.media import cut  # noqa: E402
 from server.launch import start_server  # noqa: E402
 
+UPLOAD = {"preset": "fast", "segment_seconds": 1}  # every upload's options: a short encode
+
 
 def upload(base: str, clip: Path, headers: dict[str, str] | None = None) -> str:
-    r = httpx.post(f"{base}/v1/assets", params={"preset": "fast", "segment_seconds": 1}, content=clip.read_bytes(),
+    r = httpx.post(f"{base}/v1/assets", params=UPLOAD, content=clip.read_bytes(),
                    headers={"Content-Type": "video/mp4", **(headers or {})}, timeout=120)
     r.raise_for_status()
     return r.json()["id"]
@@ -110,7 +112,7 @@ async def uploader(base: str, clip: Path, delay: float, rec: Recorder) -> None:
     async with httpx.AsyncClient(timeout=120) as client:
         t0 = time.perf_counter()
         try:
-            r = await client.post(f"{base}/v1/assets", params={"preset": "fast", "segment_seconds": 1},
+            r = await client.post(f"{base}/v1/assets", params=UPLOAD,
                                   content=body, headers={"Content-Type": "video/mp4"})
         except httpx.HTTPError as exc:
             rec.errors.append(f"upload: {type(exc).__name__}")
@@ -233,7 +235,7 @@ async def upload_flood(base: str, clip: Path, key: str, deadline: float, out: Ou
     async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
         while time.perf_counter() < deadline:
             try:
-                r = await client.post(f"{base}/v1/assets", params={"preset": "fast", "segment_seconds": 1},
+                r = await client.post(f"{base}/v1/assets", params=UPLOAD,
                                       content=body, headers={"Content-Type": "video/mp4"})
                 out.add("upload flood", f"HTTP {r.status_code}")
                 if r.status_code == 429:

@@ -55,7 +55,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
-def resolve_inside(base: str, uri: str) -> str:
+def resolve_uri(base: str, uri: str) -> str:
     """``uri`` resolved against ``base`` (a URL, or a local file's path), refused when it leaves
     the origin of ``base`` (a URL) or the asset folder above ``base`` (local: the folder that
     holds the manifest's ``sr/``)."""
@@ -114,7 +114,7 @@ class Asset:
                          routes=len(m.plan.routes))
 
     def resolve(self, uri: str) -> str:
-        return resolve_inside(self.manifest_location, uri)
+        return resolve_uri(self.manifest_location, uri)
 
 
 class _Retryable(Exception):
@@ -246,8 +246,8 @@ def _from_master(location: str, text: str, *, local: bool) -> str:
     for data in playlist.session_data:
         if data.data_id == SESSION_DATA_ID and data.uri:
             if local:
-                return resolve_inside(str(Path(location).resolve()), data.uri)  # hls/master.m3u8 -> ../sr/
-            return resolve_inside(location, data.uri)
+                return resolve_uri(str(Path(location).resolve()), data.uri)  # hls/master.m3u8 -> ../sr/
+            return resolve_uri(location, data.uri)
     raise NotFoundError(f"{location}: the playlist has no {SESSION_DATA_ID} session data")
 
 

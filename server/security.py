@@ -38,7 +38,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -129,10 +128,11 @@ class HostOriginMiddleware:
         return self.origins | {f"{scheme}://{host.lower()}"}
 
 
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = json.dumps(problem_body(status, title, detail)).encode()
+async def _problem(send: Send, status: int, title: str, detail: str, *, slug: str | None = None,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(problem_body(status, title, detail, slug=slug)).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/problem+json"),
+                "headers": [(b"content-type", b"application/problem+json"), *(headers or []),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
@@ -156,13 +156,8 @@ class RateLimitMiddleware:
             return
         wait = self._take(self._client(scope))
         if wait > 0:
-            body = json.dumps(problem_body(429, "Too many requests", f"slow down: retry in {wait:.1f} s",
-                                           slug="rate-limited")).encode()
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"application/problem+json"),
-                                    (b"retry-after", str(max(1, round(wait))).encode()),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _problem(send, 429, "Too many requests", f"slow down: retry in {wait:.1f} s", slug="rate-limited",
+                           headers=[(b"retry-after", str(max(1, round(wait))).encode())])
             return
         await self.app(scope, receive, send)
 

@@ -245,12 +245,13 @@ async def create_asset(
     upload = UploadOptions(**query.model_dump(exclude={"playback"}))
     options = EncodeOptions(**upload.model_dump())
     recipe_for(options)  # refuse what the method cannot serve (e.g. no generic model at x3) before the upload
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+    length = request.headers.get("content-length", "")
+    declared = int(length) if length.isdigit() else 0
+    if declared > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise TooLargeError(f"upload of {declared} bytes exceeds the limit of {settings.max_upload_bytes}")
     existing = store.by_idempotency_key(caller.owner, idempotency_key) if idempotency_key else None
     if existing is None:
-        _admit(store, settings, caller.owner, int(declared) if declared and declared.isdigit() else 0)
+        _admit(store, settings, caller.owner, declared)
 
     asset_id = "a" + secrets.token_hex(8)
     tmp = settings.uploads_dir / f"{asset_id}.part"

@@ -25,6 +25,7 @@ from fitcast.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from fitcast.storage import resolve_inside
 from server import problems
 from server.deps import AssetDirDep, KeysDep, StoreDep, principal
+from server.jobs import Job
 from server.security import check_playback_token
 
 router = APIRouter(prefix="/v1/assets", tags=["files"])
@@ -60,7 +61,7 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
         raise NotFoundError(f"no asset {asset_id!r}")
     signed = job.playback == "signed"
     if signed:
-        _authorise(request, keys, job.owner, asset_id, token)
+        _authorise(request, keys, job, token)
     area_dir = asset_dir / area
     target = resolve_inside(area_dir, path)
     if not target.is_file() or any(part.startswith(".") for part in target.relative_to(area_dir.resolve()).parts):
@@ -88,7 +89,7 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
     return FileResponse(target, media_type=media_type, headers=headers)
 
 
-def _authorise(request: Request, keys: KeysDep, owner: str, asset_id: str, token: str | None) -> None:
+def _authorise(request: Request, keys: KeysDep, job: Job, token: str | None) -> None:
     """A signed asset's file: a valid playback token, or the owner's (or an admin's) API key."""
     has_key = "authorization" in request.headers or "x-api-key" in request.headers
     if has_key and token is None:
@@ -96,9 +97,9 @@ def _authorise(request: Request, keys: KeysDep, owner: str, asset_id: str, token
             caller = principal(request, keys)
         except UnauthorizedError:
             raise ForbiddenError("this asset needs a playback token or its owner's key") from None
-        if caller.admin or caller.owner == owner:
+        if caller.may_see(job):
             return
-    why = check_playback_token(request.app.state.secret, asset_id, token)
+    why = check_playback_token(request.app.state.secret, job.id, token)
     if why is not None:
         raise ForbiddenError(why)
 
