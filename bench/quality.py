@@ -18,6 +18,9 @@ Bjøntegaard delta rate of fitcast (and of LR + lanczos) against full-resolution
 ``--long CLIP`` encodes a whole clip once (default method, x2): encode seconds per second of
 input and the share of model and label bits.
 
+``--hull CLIP ...`` runs the per-title hull benchmark instead (``bench/hull.py``: fitcast's
+ladder against x264 at every resolution and against a fixed ladder, BD-rates).
+
 Every finished run is written to ``quality.json`` at once, and a rerun skips the runs the file
 already holds: an interrupted benchmark resumes.  Plots: ``rd.png`` (rate-distortion per
 clip and scale), ``segments.png`` (PSNR-Y per segment), ``gains.png`` (dB over lanczos).
@@ -301,6 +304,10 @@ def plots(data: dict, out: Path, crf: int) -> None:
 
 
 def main() -> int:
+    if "--hull" in sys.argv[1:]:  # the per-title hull benchmark (bench/hull.py)
+        from bench.hull import main as hull_main
+
+        return hull_main([a for a in sys.argv[1:] if a != "--hull"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", required=True)
     ap.add_argument("--scales", nargs="+", type=int, default=[2])

@@ -316,12 +316,7 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
                 policy.observe(played, behind, t_now - t_prev)
         if ref_iter is not None:
             t_ref = time.perf_counter()
-            ref = next(ref_iter, None)
-            if ref is None:
-                raise InvalidInputError("the reference has fewer frames than the asset")
-            if ref.shape != hr.shape:
-                raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
-                                        f"asset is {hr.shape[1]}x{hr.shape[0]}")
+            ref = next_reference(ref_iter, hr.shape, "asset")
             seg_stats.psnr_sr.append(psnr_y(hr, ref))
             lanczos = frame.base if base_is_lanczos else upscale(frame.lr, renderer.scale, "lanczos")
             seg_stats.psnr_lanczos.append(psnr_y(lanczos, ref))
@@ -335,6 +330,17 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
         if on_frame is not None:
             on_frame(played, total)
         t_prev = time.perf_counter()
+
+
+def next_reference(ref_iter: Iterator[np.ndarray], shape: tuple[int, ...], what: str) -> np.ndarray:
+    """The reference's next frame, which must be of ``shape`` (the played frame's)."""
+    ref = next(ref_iter, None)
+    if ref is None:
+        raise InvalidInputError(f"the reference has fewer frames than the {what}")
+    if ref.shape != shape:
+        raise InvalidInputError(f"reference frames are {ref.shape[1]}x{ref.shape[0]} after cropping, "
+                                f"the {what} is {shape[1]}x{shape[0]}")
+    return ref
 
 
 def _report(m: Manifest, stats: PlaybackStats, clock: PresentationClock | None, policy: DegradePolicy | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import lzma
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
@@ -81,6 +81,9 @@ class ModelEntry(_Model):
     # kernels without VNNI (u8 x s8 pairs summed into 16 bits).
     weight_bits: int | None = Field(default=None, ge=2, le=8)
 
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def compress_model(data: bytes) -> bytes:
@@ -263,16 +266,27 @@ def check_format(value: str) -> None:
 
 def parse(text: str | bytes) -> Manifest:
     """Parse a manifest from JSON, with clear errors."""
+    data = json_object(text, "manifest")
+    check_format(data.get("format", ""))
+    return validated(Manifest, data, "manifest")
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """``text`` as a JSON object, or a one-line :class:`ManifestError` naming ``what``."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        raise ManifestError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ManifestError("manifest must be a JSON object")
-    check_format(data.get("format", ""))
+        raise ManifestError(f"{what} must be a JSON object")
+    return data
+
+
+def validated(model: type[_M], data: dict[str, Any], what: str) -> _M:
+    """``data`` validated as ``model``; the first problem as a one-line :class:`ManifestError`."""
     try:
-        return Manifest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ManifestError(f"invalid manifest at {where}: {first['msg']}") from None
+        raise ManifestError(f"invalid {what} at {where}: {first['msg'].removeprefix('Value error, ')}") from None

@@ -340,6 +340,9 @@ class HlsEncoder:
     # padded or cut to the video's length.
     audio_from: Path | None = None
     audio_bitrate: str = "96k"
+    # A target rate (kbit/s, one-pass ABR with a VBV of twice it) instead of the CRF: the rungs of
+    # a fixed ladder, which spend the same bits whatever the content.
+    bitrate_kbps: int | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     frames_written: int = field(default=0, init=False)
 
@@ -360,7 +363,11 @@ class HlsEncoder:
                     # silence pads a short track; the video's end ends the audio (no frame is dropped)
                     "-af", "apad", "-shortest"]
         cmd += [
-            "-c:v", "libx264", "-preset", self.x264_preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", self.x264_preset,
+            *(["-crf", str(self.crf)] if self.bitrate_kbps is None else
+              ["-b:v", f"{self.bitrate_kbps}k", "-maxrate", f"{self.bitrate_kbps * 3 // 2}k",
+               "-bufsize", f"{self.bitrate_kbps * 2}k"]),
+            "-pix_fmt", "yuv420p",
             "-g", str(n), "-keyint_min", str(n), "-sc_threshold", "0", "-flags", "+cgop",
             # colour description in the VUI too (not only the container): BT.601 limited range, as encoded
             "-x264-params", f"scenecut=0:open-gop=0:keyint={n}:min-keyint={n}"

@@ -47,6 +47,9 @@ class UploadOptions(BaseModel):
     target_fps: Annotated[float | None, Field(ge=0, le=240, description=(
         "plan every frame's routes to play at this rate on the target device (the shipped reference "
         "profile unless an encode names one); 0: no plan; default: the source's frame rate"))] = None
+    ladder: Annotated[str | None, Field(pattern=r"^(auto|x[1-4](:\d{1,2})?(,x[1-4](:\d{1,2})?){0,5})$", description=(
+        "an ABR ladder instead of one rendition: auto (x4, x2 and full resolution, rates chosen on the "
+        "clip) or rungs like x4:32,x2:27,x1:23 (scale:CRF; a rung without a CRF is chosen on the clip)"))] = None
 
 
 class EncodeOptions(UploadOptions):

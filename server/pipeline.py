@@ -109,19 +109,23 @@ def encode(
     progress: ProgressFn | None = None,
     executor: Executor | None = None,
     limits: Limits | None = None,
+    crop: tuple[int, int, int, int] | None = None,
 ) -> Manifest:
     """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest
-    (``options`` default: ``EncodeOptions()``; ``limits``: ``Limits()``)."""
+    (``options`` default: ``EncodeOptions()``; ``limits``: ``Limits()``; ``crop``: the centre crop
+    whose sides are multiples of 2 * scale, or the one a ladder's rungs share)."""
     options, limits = options or EncodeOptions(), limits or Limits()
     layout = AssetLayout(Path(out_dir))
-    asset_id = validate_asset_id(asset_id or _slug(layout.root.name))
+    asset_id = validate_asset_id(asset_id or asset_slug(layout.root.name))
     recipe, preset = recipe_for(options), PRESETS[options.preset]
     arch = recipe.arch(options, preset)
     patch = options.patch or preset.patch
     run = StageRunner(progress)
 
     # 1. probe: the source against the limits; crop and sizes; what a plan is made for
-    src = run("probe", probe_source, Path(source), options, patch=patch, limits=limits)
+    src = run("probe", probe_source, Path(source), options, patch=patch, limits=limits, crop=crop)
+    if options.iterations is None:  # the training budget grows with the source's length
+        options = options.model_copy(update={"iterations": preset.iterations_for(src.info.duration)})
     claim_asset_dir(layout.root)  # refuses a folder that is not fitcast's, before anything is written
     clear_leftovers(layout.root)
     grid = Grid(src.lr[0], src.lr[1], patch, receptive_radius(arch), options.scale)
@@ -203,10 +207,11 @@ def published(layout: AssetLayout, source: Path) -> Published:
     asset = open_asset(str(layout.root))
     m = asset.manifest
     report = json.loads((layout.report / "quality.json").read_text())
-    src = probe_source(source, EncodeOptions(scale=m.scale, segment_seconds=m.segments[0].duration),
-                       patch=m.patch.size, limits=Limits(), progress=lambda _: None)
-    if src.crop != tuple(m.crop):
-        raise InvalidInputError(f"{source.name} is not the video this asset was encoded from (its crop differs)")
+    options = EncodeOptions(scale=m.scale, segment_seconds=m.segments[0].duration)
+    src = probe_source(source, options, patch=m.patch.size, limits=Limits(), progress=lambda _: None)
+    if src.crop != tuple(m.crop):  # a ladder's rung shares the crop of every rung: it must fit this source
+        src = probe_source(source, options, patch=m.patch.size, limits=Limits(), crop=tuple(m.crop),
+                           progress=lambda _: None)
     rendition = Rendition(layout.hls, segments_of(layout.hls), sum(seg.frames for seg in m.segments),
                           m.bits.video // 8, m.bits.audio // 8, "")
     labels = [asset.labels(seg) for seg in m.segments]
@@ -310,9 +315,14 @@ class Evaluation:
 # --------------------------------------------------------------------------- stages
 
 
-def probe_source(path: Path, options: EncodeOptions, *, patch: int, limits: Limits, progress: StageProgress) -> Source:
+def probe_source(path: Path, options: EncodeOptions, *, patch: int, limits: Limits,
+                 crop: tuple[int, int, int, int] | None = None, progress: StageProgress) -> Source:
     info = probe(path, limits)
-    crop = center_crop(info.width, info.height, options.scale)
+    if crop is None:
+        crop = center_crop(info.width, info.height, options.scale)
+    elif crop[2] % (2 * options.scale) or crop[3] % (2 * options.scale) or crop[0] + crop[2] > info.width \
+            or crop[1] + crop[3] > info.height:
+        raise InvalidInputError(f"crop {list(crop)} does not fit {info.width}x{info.height} at scale {options.scale}")
     src = Source(path, info, crop, options.scale, max(1, round(options.segment_seconds * float(info.fps))))
     if min(src.lr) < patch:
         raise InvalidInputError(f"{info.width}x{info.height} is too small for scale {options.scale} "
@@ -424,13 +434,16 @@ def export_models(models: list[ShippedModel], samples: SampleFiles, grid: Grid, 
 
 
 def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list[ShippedModel],
-             group_models: list[str], *, int8: bool, base: str = "lanczos", progress: StageProgress) -> Evaluation:
+             group_models: list[str], *, int8: bool, base: str = "lanczos",
+             sink: Callable[[np.ndarray], None] | None = None, measure_fp32: bool = True,
+             progress: StageProgress) -> Evaluation:
     """Upscale every frame as the player will (its own functions), gate each group per segment
     (a group goes to lanczos where its model does not beat it) and measure the result; the
-    same routes through the fp32 models give what int8 costs."""
+    same routes through the fp32 models give what int8 costs (unless not ``measure_fp32``).
+    ``sink`` gets every final frame (the benchmarks' VMAF)."""
     grid, k = analysis.grid, analysis.k
     upscaler = RoutedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, base)
-    fp32 = RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}, base) if int8 else None
+    fp32 = RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}, base) if int8 and measure_fp32 else None
     all_sr = {str(g): group_models[g] for g in range(k)}
     result = Evaluation(segments=[], frame_psnr={"lanczos": [], "bicubic": [], "sr": [], "sr_fp32": []},
                         frame_ssim={"lanczos": [], "sr": []})
@@ -444,6 +457,8 @@ def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list
         psnr_l, psnr_sr = [], []
         for lr, hr, lab, frame_base, lz, sr in zip(lr_frames, hr_frames, labels, bases, lanczos, srs, strict=False):
             final = select_patches(frame_base, sr, lab, routes, grid)
+            if sink is not None:
+                sink(final)
             psnr_l.append(psnr_y(lz, hr))
             psnr_sr.append(psnr_y(final, hr))
             result.frame_psnr["bicubic"].append(psnr_y(upscale(lr, grid.scale, "bicubic"), hr))
@@ -593,19 +608,20 @@ class StageRunner:
     """Runs the stages: maps each stage's own fraction to the overall progress callback (by the
     stage weights) and records every stage's seconds."""
 
-    def __init__(self, callback: ProgressFn | None) -> None:
+    def __init__(self, callback: ProgressFn | None, stages: dict[str, float] | None = None) -> None:
         self.callback = callback
+        self.stages = stages or STAGES
         self.seconds: dict[str, float] = {}
         self._t0 = time.perf_counter()
         self._offsets: dict[str, float] = {}
         acc = 0.0
-        for name, weight in STAGES.items():
+        for name, weight in self.stages.items():
             self._offsets[name] = acc
             acc += weight
 
     def report(self, stage: str, fraction: float) -> None:
         if self.callback is not None:
-            overall = self._offsets[stage] + STAGES[stage] * min(max(fraction, 0.0), 1.0)
+            overall = self._offsets[stage] + self.stages[stage] * min(max(fraction, 0.0), 1.0)
             self.callback(stage, min(overall, 1.0))
 
     def __call__(self, stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -644,7 +660,7 @@ def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool, base: str) -> 
     return entries
 
 
-def _slug(name: str) -> str:
+def asset_slug(name: str) -> str:
     import re
 
     slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:64]

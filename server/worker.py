@@ -90,14 +90,16 @@ def run_job(settings_json: str, asset_id: str, owner: str | None = None) -> None
         if settings.train_iterations:
             options = options.model_copy(update={"iterations": settings.train_iterations})
         asset_dir = settings.assets_dir / asset_id
-        encode(
-            (asset_dir / job.source_name),
-            asset_dir,
-            options,
-            asset_id=asset_id,
-            progress=progress,
-            executor=make_executor(settings.executor, settings.executor_workers, address=settings.ray_address),
-        )
+        executor = make_executor(settings.executor, settings.executor_workers, address=settings.ray_address)
+        if options.ladder:  # a ladder's master is published at its end, with every rung: no early playback
+            from server.ladder import encode_ladder
+
+            last["playable"] = True
+            encode_ladder(asset_dir / job.source_name, asset_dir, options, asset_id=asset_id, progress=progress,
+                          executor=executor)
+        else:
+            encode(asset_dir / job.source_name, asset_dir, options, asset_id=asset_id, progress=progress,
+                   executor=executor)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
         error_id = uuid.uuid4().hex[:12]
         log.error("job %s failed (error id %s): %s", asset_id, error_id, traceback.format_exc())
@@ -119,10 +121,12 @@ def public_error(exc: BaseException, settings: Settings, error_id: str) -> dict:
 
 
 def _stage_seconds(asset_dir: Path) -> dict[str, float] | None:
-    try:
-        return dict(json.loads((asset_dir / "report" / "quality.json").read_text())["seconds"])
-    except (OSError, ValueError, KeyError):
-        return None
+    for name in ("quality.json", "ladder.json"):  # an asset's report, or a ladder's
+        try:
+            return dict(json.loads((asset_dir / "report" / name).read_text())["seconds"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
 
 
 def _stop_process(proc: multiprocessing.process.BaseProcess) -> None:

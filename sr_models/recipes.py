@@ -35,6 +35,16 @@ class Preset:
     lr: float = 2e-3
     arch: str = "espcn_r"
 
+    def iterations_for(self, seconds: float) -> int:
+        """The budget for a source of ``seconds``: the preset's up to ``SHORT_SOURCE`` seconds, then
+        growing as the square root of the length (more content to fit, and the model's bits spread
+        over more video), at most ``MAX_BUDGET_FACTOR`` times: a 20 s clip 1.6x, 2 min and longer 4x."""
+        factor = min(MAX_BUDGET_FACTOR, max(1.0, (max(seconds, 0.0) / SHORT_SOURCE) ** 0.5))
+        return round(self.iterations * factor)
+
+
+SHORT_SOURCE = 8.0  # seconds a preset's training budget is made for
+MAX_BUDGET_FACTOR = 4.0
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset(patch=32, channels=16, body=1, iterations=300, batch_size=32, samples_per_group=2000),

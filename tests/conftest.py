@@ -74,6 +74,19 @@ def chaplin_piece(clips) -> Path:
     return cut(media("chaplin_360p_moviepy.mp4"), clips / "chaplin_1s.mp4", start=2.0, duration=1.0, audio=True)
 
 
+@pytest.fixture(scope="session")
+def ladder_dir(tmp_path_factory, chaplin_piece) -> Path:
+    """The chaplin piece (1 s, with sound) as a ladder: x4 and x2 rates chosen on the clip, full
+    resolution at CRF 23, half-second segments, a tiny training budget, no plan."""
+    from fitcast.options import EncodeOptions
+    from server.ladder import encode_ladder
+
+    out = tmp_path_factory.mktemp("ladders") / "chaplin"
+    encode_ladder(chaplin_piece, out, EncodeOptions(method="stdo", k=1, preset="fast", iterations=20,
+                                                    segment_seconds=0.5, target_fps=0, ladder="auto"))
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def every_playlist_is_valid_hls(tmp_path_factory):
     """After the session: every HLS playlist the tests wrote passes hls-parser in strict mode (npm)

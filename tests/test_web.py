@@ -107,3 +107,43 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, bear_piece):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_a_ladder_switches_rungs_in_hls_js(server, ladder_dir, tmp_path):
+    """A ladder asset in the store: the page lists its rungs, hls.js plays the master, and capping
+    the level makes it switch rungs; the page shows the rung in use."""
+    from server.jobs import JobStore
+    from server.keys import KeyStore
+
+    base, key = server
+    store_root = tmp_path / "store"
+    owner = next(k.id for k in KeyStore(store_root / "jobs.sqlite").list())
+    asset_id = "aladder0000000001"
+    jobs = JobStore(store_root / "jobs.sqlite")
+    jobs.create(asset_id, {"ladder": "auto"}, source_name="source.mp4", source_bytes=1, source_sha256="0" * 64,
+                idempotency_key=None, owner=owner)
+    shutil.copytree(ladder_dir, store_root / "assets" / asset_id)
+    jobs.finish(asset_id)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            page.fill("#key-input", key)
+            page.click("#key-form button")
+            page.goto(f"{base}/#/assets/{asset_id}")
+            page.wait_for_function("document.querySelectorAll('#bits tbody tr').length === 3", timeout=30_000)
+            assert "ABR ladder of 3 rungs" in page.inner_text("#quality")
+            page.evaluate("document.getElementById('lr-video').play()")
+            page.wait_for_function("document.getElementById('lr-video').readyState >= 2", timeout=60_000)
+            assert page.evaluate("hls.levels.length") == 3
+            first = int(page.get_attribute("#rung", "data-level"))
+            other = 0 if first != 0 else 2
+            page.evaluate(f"hls.currentLevel = {other}")  # as a viewer's bandwidth change would
+            page.wait_for_function(f"document.getElementById('rung').dataset.level === '{other}'", timeout=60_000)
+            assert "playing rendition" in page.inner_text("#rung")
+            assert not errors, errors
+        finally:
+            browser.close()

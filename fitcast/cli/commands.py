@@ -60,10 +60,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         segment_seconds=args.segment_seconds, preset=args.preset, iterations=args.iterations,
         group_weights=args.group_weights, int8=args.int8, train_device=args.train_device, warm_start=args.warm_start,
         target_fps=args.target_fps, device_profile=args.device_profile, plan_queue=args.plan_queue, base=args.base,
-        plan_headroom=args.plan_headroom, **_searched_arch(args.arch),
+        plan_headroom=args.plan_headroom, ladder=args.ladder, **_searched_arch(args.arch),
     )
     recipe_for(options)  # refuse what the method cannot serve before anything runs
     bar, update = _progress_printer("encode", args.quiet)
+    if options.ladder:
+        return _encode_ladder(args, options, bar, update)
     with bar if bar is not None else _nothing():
         encode(args.input, args.output, options, progress=update)
     report = json.loads((args.output / "report" / "quality.json").read_text())
@@ -73,6 +75,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
         f"(+{report['psnr_y_sr'] - report['psnr_y_lanczos']:.2f}) -> {args.output}"
     )
     _print_plan(report)
+    return 0
+
+
+def _encode_ladder(args: argparse.Namespace, options: EncodeOptions, bar: Any, update: Any) -> int:
+    from fitcast.ladder import parse_rungs
+    from server.ladder import encode_ladder
+
+    parse_rungs(options.ladder or "")  # one line for a bad spec, before anything runs
+    with bar if bar is not None else _nothing():
+        ladder = encode_ladder(args.input, args.output, options, progress=update)
+    print(f"encoded a ladder of {len(ladder.rungs)} rungs -> {args.output / 'hls' / 'master.m3u8'}")
+    for r in ladder.rungs:
+        gain = f" (lanczos {r.psnr_y_lanczos:.2f})" if r.psnr_y_lanczos is not None else ""
+        print(f"  {r.name}: {r.width}x{r.height} CRF {r.crf}, {r.kbps:.0f} kbit/s in all "
+              f"({r.bits.models / 1000:.0f} kbit of models), PSNR-Y {r.psnr_y:.2f} dB{gain}")
     return 0
 
 
@@ -149,6 +166,11 @@ def cmd_play(args: argparse.Namespace) -> int:
         report=args.report, max_frames=args.max_frames, target_fps=args.target_fps, queue=args.queue, plan=args.plan,
         start_segment=args.start_segment,
     )
+    from client.ladder_player import ladder_location
+
+    if args.bandwidth is not None or args.bandwidth_trace is not None or args.rung is not None \
+            or ladder_location(args.location, _fetcher()) is not None:
+        return _play_ladder(args, options)
     bar, update = _progress_printer("play", quiet=not sys.stderr.isatty())  # a bar on a terminal only
     with bar if bar is not None else _nothing():
         r = play(args.location, options,
@@ -162,6 +184,33 @@ def cmd_play(args: argparse.Namespace) -> int:
     if "psnr_y_sr" in r:
         print(f"PSNR-Y: fitcast {r['psnr_y_sr']:.2f} dB, lanczos {r['psnr_y_lanczos']:.2f} dB "
               f"({r['psnr_y_sr'] - r['psnr_y_lanczos']:+.2f} dB)")
+    return 0
+
+
+def _fetcher() -> Any:
+    from fitcast.asset import Fetcher
+
+    return Fetcher()
+
+
+def _play_ladder(args: argparse.Namespace, options: Any) -> int:
+    from client.abr import BandwidthTrace
+    from client.ladder_player import AbrOptions, play_ladder
+
+    if args.bandwidth is not None and args.bandwidth_trace is not None:
+        raise InvalidInputError("--bandwidth and --bandwidth-trace: one or the other")
+    if args.target_fps or args.out or args.start_segment or not args.headless:
+        raise InvalidInputError("a ladder plays headless, from its first segment, without --out or --target-fps "
+                                "(play one rung's folder for those: rungs/<name>)")
+    trace = BandwidthTrace.from_file(args.bandwidth_trace) if args.bandwidth_trace is not None else \
+        BandwidthTrace.constant(args.bandwidth) if args.bandwidth is not None else None
+    r = play_ladder(args.location, options, AbrOptions(trace=trace, rung=args.rung))
+    print(f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} over {len(r['rungs'])} "
+          f"segments: rungs {' '.join(r['rungs'])} ({r['switches']} switches), start-up {r['startup_s']:.2f} s, "
+          f"stalled {r['stall_s']:.2f} s in {r['stalls']} stalls, {r['kbits_fetched']:.0f} kbit fetched")
+    line = f"delivered PSNR-Y {r['psnr_y']:.2f} dB (the ladder states {r['psnr_y_stated']:.2f})" if "psnr_y" in r \
+        else f"the ladder states PSNR-Y {r['psnr_y_stated']:.2f} dB for these rungs"
+    print(line)
     return 0
 
 

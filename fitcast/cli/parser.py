@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "spend over half of each frame on the lanczos base)")
     enc.add_argument("--plan-headroom", type=float, default=0.15,
                      help="share of each frame's interval the plan leaves for what predictions miss")
+    enc.add_argument("--ladder", default=None, metavar="RUNGS",
+                     help="an ABR ladder in one HLS master instead of one rendition: auto (x4, x2 and full "
+                          "resolution, each rung's rate chosen on the clip's per-title hull) or rungs like "
+                          "x4:32,x2:27,x1:23 (scale:CRF)")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
 
     rep = command("replan", "plan an encoded asset again for another device or rate (no training)")
@@ -129,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "ahead, and the player degrades instead of falling behind")
     ply.add_argument("--queue", type=int, default=8, help="frames rendered ahead of the screen (with --target-fps)")
     ply.add_argument("--start-segment", type=int, default=0, help="seek: start at this segment")
+    ply.add_argument("--bandwidth", type=_positive_float, default=None, metavar="KBPS",
+                     help="a ladder: play over a network of this many kbit/s (the rung per segment chosen by ABR)")
+    ply.add_argument("--bandwidth-trace", type=Path, default=None, metavar="FILE",
+                     help="a ladder: play over this network (kbit/s per second, one value each; the last holds)")
+    ply.add_argument("--rung", default=None, help="a ladder: play this rung only (x4, x2, x1)")
     ply.add_argument("--no-plan", dest="plan", action="store_false",
                      help="play a planned asset without its plan (every patch by its group: the unplanned quality)")
 

@@ -29,6 +29,7 @@ from fitcast.errors import (
     TooLargeError,
     UnsupportedMediaError,
 )
+from fitcast.ladder import parse_rungs
 from fitcast.media import probe
 from fitcast.options import EncodeOptions, UploadOptions
 from fitcast.storage import claim_asset_dir, sha256_file
@@ -89,8 +90,8 @@ def _asset_out(request: Request, job: Job) -> AssetOut:
         links={
             "self": base,
             "master": f"{base}/hls/master.m3u8",
-            "manifest": f"{base}/sr/manifest.json",
-            "report": f"{base}/report/quality.json",
+            **({"ladder": f"{base}/sr/ladder.json", "report": f"{base}/report/ladder.json"} if job.options.get("ladder")
+               else {"manifest": f"{base}/sr/manifest.json", "report": f"{base}/report/quality.json"}),
         },
     )
 
@@ -245,6 +246,8 @@ async def create_asset(
     upload = UploadOptions(**query.model_dump(exclude={"playback"}))
     options = EncodeOptions(**upload.model_dump())
     recipe_for(options)  # refuse what the method cannot serve (e.g. no generic model at x3) before the upload
+    if options.ladder:
+        parse_rungs(options.ladder)  # one scale per rung, CRFs in range
     length = request.headers.get("content-length", "")
     declared = int(length) if length.isdigit() else 0
     if declared > settings.max_upload_bytes + MULTIPART_OVERHEAD:

@@ -1,4 +1,4 @@
-"""An asset's files: ``/v1/assets/{id}/hls/…``, ``/sr/…``, ``/report/…``.
+"""An asset's files: ``/v1/assets/{id}/hls/…``, ``/sr/…``, ``/report/…`` (and a ladder's ``/rungs/…``).
 
 Range requests, ETag with If-None-Match → 304, and ``Cache-Control: immutable``
 for content-addressed files (models, label maps, plans).
@@ -52,7 +52,7 @@ MEDIA_TYPES = {
              responses={200: {"description": "the file's headers"}, 304: {"description": "not modified"},
                         **problems.responses(403, 404, 416, 422)})
 def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: KeysDep,
-               area: Literal["hls", "sr", "report"], path: str,
+               area: Literal["hls", "sr", "report", "rungs"], path: str,
                token: Annotated[str | None, Query(max_length=200, description="playback token (signed assets)")] = None,
                ) -> Response:
     asset_id = asset_dir.name
@@ -66,7 +66,8 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
     target = resolve_inside(area_dir, path)
     if not target.is_file() or any(part.startswith(".") for part in target.relative_to(area_dir.resolve()).parts):
         raise NotFoundError(f"no file {area}/{path} in asset {asset_id}")
-    immutable = area == "sr" and target.parent.name in ("models", "labels", "plans")
+    immutable = target.parent.name in ("models", "labels", "plans") and (
+        area == "sr" or area == "rungs" and target.parent.parent.name == "sr")
     stat = target.stat()
     etag = f'"{target.name.split(".", 1)[0]}"' if immutable else f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
     headers = {
@@ -75,7 +76,8 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
         else "no-cache",
         "access-control-allow-origin": "*",
     }
-    rewrite = signed and token is not None and target.suffix in (".m3u8", ".json") and area != "report"
+    rewrite = signed and token is not None and target.suffix in (".m3u8", ".json") and area != "report" \
+        and "report" not in target.relative_to(area_dir.resolve()).parts
     if rewrite:  # the token goes into every URI the file carries: the etag depends on it
         headers["etag"] = f'"{etag.strip(chr(34))}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"'
         headers["cache-control"] = "private, no-cache"

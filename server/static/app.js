@@ -159,12 +159,20 @@ async function openPlayer(id) {
   const video = $("lr-video");
   const src = withToken(`/${id}/hls/master.m3u8`);
   if (hls) hls.destroy();
+  $("rung").textContent = "";
   if (window.Hls && Hls.isSupported()) {
     hls = new Hls();
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => showRung(data.level));
     hls.loadSource(src);
     hls.attachMedia(video);
   } else {
     video.src = src; // Safari plays HLS natively
+  }
+  const ladder = await fetch(withToken(`/${id}/sr/ladder.json`));
+  $("compare-card").hidden = $("plot-card").hidden = ladder.ok;
+  if (ladder.ok) {
+    showLadder(await ladder.json());
+    return;
   }
   $("psnr-plot").src = withToken(`/${id}/report/psnr.png`);
   const manifest = await (await fetch(withToken(`/${id}/sr/manifest.json`))).json();
@@ -190,6 +198,34 @@ async function openPlayer(id) {
   $("cmp-frame").max = manifest.segments[0].frames - 1;
   $("cmp-segment").onchange = $("cmp-frame").onchange = () => loadComparison(id);
   loadComparison(id);
+}
+
+// The rendition hls.js plays now (a ladder's rung; 1 of 1 for a single rendition)
+function showRung(level) {
+  const levels = hls ? hls.levels : [];
+  const l = levels[level];
+  if (!l) return;
+  $("rung").dataset.level = String(level);
+  $("rung").textContent = `playing rendition ${level + 1} of ${levels.length}: ${l.width}x${l.height}, ` +
+    `${(l.bitrate / 1000).toFixed(0)} kbit/s video` + (levels.length > 1 ? " (hls.js chooses by bandwidth)" : "");
+}
+
+// A ladder: every rung, its total rate (models and labels counted) and its delivered quality
+function showLadder(ladder) {
+  $("bits").querySelector("tbody").replaceChildren(
+    ...ladder.rungs.map((r) => {
+      const tr = document.createElement("tr");
+      const th = document.createElement("th");
+      th.textContent = r.name;
+      const seconds = r.segments.reduce((s, seg) => s + seg.duration, 0);
+      const total = Object.values(r.bits).reduce((s, v) => s + v, 0);
+      tr.append(th, cell(`${r.width}x${r.height}`), cell(`${(total / seconds / 1000).toFixed(0)} kbit/s`),
+        cell(`${r.psnr_y.toFixed(2)} dB` + (r.psnr_y_lanczos != null ? ` (lanczos ${r.psnr_y_lanczos.toFixed(2)})` : "")));
+      return tr;
+    })
+  );
+  $("quality").textContent = `ABR ladder of ${ladder.rungs.length} rungs at ${ladder.hr[0]}x${ladder.hr[1]}: ` +
+    "each low rung ships its own models; `fitcast play` upscales the rung it plays, a plain HLS player shows it as sent.";
 }
 
 function showLibrary() {

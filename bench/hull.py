@@ -1,0 +1,378 @@
+"""The per-title hull benchmark (not part of `make test`): fitcast's ladder against what x264
+alone achieves on the same title.
+
+    python bench/quality.py --hull leaf_720p_pyscenedetect.mp4 tos_800x332_mdn.webm cars_432p_intel.mp4 \\
+        leaf_720p_pyscenedetect.mp4:3:4 --out docs/results/hull --readme README.md
+
+A clip is NAME (the whole clip) or NAME:START:DURATION, cut nearly losslessly (x264 CRF 8): the
+reference every number is measured against, cropped so that x4 and x2 divide it.  Per clip:
+
+- **per-title hull**: plain x264 (preset medium, the rungs' GOPs) at every resolution of the
+  ladder (x4, x2, full) over a CRF range, each upscaled to the display size by lanczos; the upper
+  hull of PSNR-Y (and of VMAF) against video kbit/s over all of them;
+- **fitcast**: per SR scale, models trained once on the clip (``encode`` at ``--train-crf``, or
+  the rung of an existing ladder, ``--ladder CLIP=DIR``), then the same x264 encodes at every
+  CRF analysed and upscaled by the player's routed SR with those models (the do-no-harm gate
+  per segment), rate = video + models + label maps; fitcast's curve is the upper hull over its
+  SR points;
+- **fixed ladder**: one resolution per bitrate, the shape of Apple's HLS authoring ladder
+  (x4 at 145, x2 at 365/730/1100, full at 2000/3000/4500 kbit/s for 1280x720 at 30 fps, scaled
+  by pixel rate), x264 one-pass ABR, lanczos-upscaled;
+- **BD-rate** (``bjontegaard``, pchip) of fitcast's SR rungs against the hull and against the
+  fixed ladder over the bitrate range of fitcast's SR points, both curves sampled at the same
+  rates there, and the mean quality difference at equal rate beside it.
+
+VMAF is measured on every ``--vmaf-stride``-th frame (the same frames for every curve).  Every
+finished point is written to ``hull.json`` at once and a rerun resumes.  Plots: ``rd-<clip>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import MEDIA, bd_rate, bd_text, machine, update_readme  # noqa: E402
+from fitcast.grid import save_labels  # noqa: E402
+from fitcast.ladder import RatePoint, per_title_hull  # noqa: E402
+from fitcast.media import (  # noqa: E402
+    HlsEncoder,
+    VideoWriter,
+    center_crop,
+    cut,
+    downscale,
+    iter_frames,
+    probe,
+    upscale,
+    vmaf,
+)
+from fitcast.metrics import psnr_y  # noqa: E402
+from fitcast.rendition import measured_bandwidth, paired_frames, segments_of  # noqa: E402
+from fitcast.storage import atomic_write_text  # noqa: E402
+
+CRFS = (19, 23, 27, 31, 35, 39)
+FIXED_LADDER = {4: (145,), 2: (365, 730, 1100), 1: (2000, 3000, 4500)}  # kbit/s at 1280x720, 30 fps
+SEGMENT_SECONDS = 2.0
+
+
+class HullBench:
+    def __init__(self, out: Path, *, preset: str, iterations: int | None, train_crf: int, vmaf_stride: int,
+                 use_vmaf: bool) -> None:
+        self.out, self.work = out, out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.preset, self.iterations, self.train_crf = preset, iterations, train_crf
+        self.vmaf_stride, self.use_vmaf = vmaf_stride, use_vmaf
+        path = out / "hull.json"
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"clips": {}}
+        self.data["machine"] = machine()
+
+    def save(self) -> None:
+        atomic_write_text(self.out / "hull.json", json.dumps(self.data, indent=2))
+
+    # ----------------------------------------------------------------------- a clip
+
+    def clip(self, spec: str, ladder: Path | None) -> None:
+        label, ref = self.reference(spec)
+        info = probe(ref)
+        crop = center_crop(info.width, info.height, 4)
+        entry = self.data["clips"].setdefault(label, {"points": {}})
+        entry.update(frames=info.frames, duration=info.duration, display=[crop[2], crop[3]], fps=float(info.fps))
+        seg_frames = max(1, round(SEGMENT_SECONDS * float(info.fps)))
+        ref_vmaf = self.work / label / "ref-vmaf.mp4"
+        ref_vmaf.parent.mkdir(parents=True, exist_ok=True)
+        if self.use_vmaf and not ref_vmaf.exists():
+            self._write_strided(iter_frames(ref, crop=crop), ref_vmaf, crop, float(info.fps))
+        rate = crop[2] * crop[3] * float(info.fps) / (1280 * 720 * 30)
+        for scale in (4, 2, 1):
+            for crf in CRFS:
+                self.point(entry, label, ref, crop, info, seg_frames, scale, crf=crf)
+            for kbps in FIXED_LADDER[scale]:
+                self.point(entry, label, ref, crop, info, seg_frames, scale, kbps=max(20, round(kbps * rate)))
+        for scale in (4, 2):
+            asset = self.models(label, ref, crop, scale, ladder)
+            for crf in CRFS:
+                self.fitcast_point(entry, label, ref, crop, info, seg_frames, scale, crf, asset)
+        entry["summary"] = summarise(entry)
+        self.save()
+
+    def reference(self, spec: str) -> tuple[str, Path]:
+        name, *rest = spec.split(":")
+        src = Path(name) if Path(name).is_file() else MEDIA / name
+        if not src.is_file():
+            raise SystemExit(f"no clip {name} (looked in {MEDIA})")
+        start = float(rest[0]) if rest else 0.0
+        duration = float(rest[1]) if len(rest) > 1 else probe(src).duration - start
+        label = f"{src.stem.split('_')[0]}" + (f"@{start:g}+{duration:g}" if rest else "")
+        piece = self.work / f"{label}.mp4"
+        if not piece.exists():
+            cut(src, piece, start=start, duration=duration, crf=8)
+        return label, piece
+
+    def encode(self, label: str, ref: Path, crop, info, seg_frames: int, scale: int, *, crf: int | None = None,
+               kbps: int | None = None) -> Path:
+        """The x264 rendition at this resolution and CRF (or rate), once."""
+        name = f"x{scale}-crf{crf}" if crf is not None else f"x{scale}-{kbps}k"
+        hls = self.work / label / name
+        if (hls / "lr.m3u8").exists():
+            return hls
+        tmp = hls.with_name(name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        w, h = crop[2] // scale, crop[3] // scale
+        with HlsEncoder(tmp, w, h, info.fps, seg_frames, crf=crf if crf is not None else 23,
+                        bitrate_kbps=kbps) as enc:
+            for hr in iter_frames(ref, crop=crop):
+                enc.write(downscale(hr, scale) if scale > 1 else hr)
+        tmp.rename(hls)
+        return hls
+
+    def point(self, entry: dict, label: str, ref: Path, crop, info, seg_frames: int, scale: int, *,
+              crf: int | None = None, kbps: int | None = None) -> None:
+        key = f"x264/x{scale}/" + (f"crf{crf}" if crf is not None else f"{kbps}k")
+        if key in entry["points"]:
+            return
+        t0 = time.perf_counter()
+        hls = self.encode(label, ref, crop, info, seg_frames, scale, crf=crf, kbps=kbps)
+        _, average = measured_bandwidth(hls)
+        scores, vm = [], self._vmaf_writer(label, crop, info)
+        for _seg, lr_frames, hr_frames in paired_frames(ref, crop, hls, segments_of(hls)):
+            for lr, hr in zip(lr_frames, hr_frames, strict=True):
+                up = upscale(lr, scale, "lanczos") if scale > 1 else lr
+                scores.append(psnr_y(up, hr))
+                vm.write(up)
+        entry["points"][key] = {"kind": "fixed" if kbps else "x264", "scale": scale, "crf": crf,
+                                "target_kbps": kbps, "kbps": average / 1000, "psnr_y": float(np.mean(scores)),
+                                "vmaf": vm.finish(self, label), "seconds": time.perf_counter() - t0}
+        print(f"{label} {key}: {average / 1000:.0f} kbit/s, {np.mean(scores):.2f} dB", flush=True)
+        self.save()
+
+    def models(self, label: str, ref: Path, crop, scale: int, ladder: Path | None) -> Path:
+        """A fitcast asset at this scale: the ladder's rung, or an encode at ``--train-crf``."""
+        if ladder is not None and (ladder / "rungs" / f"x{scale}" / "sr" / "manifest.json").exists():
+            return ladder / "rungs" / f"x{scale}"
+        from fitcast.options import EncodeOptions
+        from server.pipeline import encode
+
+        out = self.work / label / f"fitcast-x{scale}"
+        if not (out / "sr" / "manifest.json").exists():
+            encode(ref, out, EncodeOptions(scale=scale, crf=self.train_crf, preset=self.preset,
+                                           iterations=self.iterations, target_fps=0), crop=crop)
+        return out
+
+    def fitcast_point(self, entry: dict, label: str, ref: Path, crop, info, seg_frames: int, scale: int, crf: int,
+                      asset_dir: Path) -> None:
+        key = f"fitcast/x{scale}/crf{crf}"
+        if key in entry["points"]:
+            return
+        from fitcast.asset import open_asset
+        from server.pipeline import Rendition, Source, analyse, evaluate
+        from sr_models.recipes import ShippedModel, recipe_for
+
+        t0 = time.perf_counter()
+        hls = self.encode(label, ref, crop, info, seg_frames, scale, crf=crf)
+        asset = open_asset(str(asset_dir))
+        m = asset.manifest
+        if tuple(m.crop) != tuple(crop):
+            raise SystemExit(f"{asset_dir}: its crop {list(m.crop)} is not this clip's {list(crop)}")
+        segs = segments_of(hls)
+        video = sum((hls / s.uri).stat().st_size for s in segs) * 8
+        src = Source(ref, info, crop, scale, seg_frames)
+        rendition = Rendition(hls, segs, max(1, info.frames), video // 8, 0, "")
+        analysis = analyse(src, rendition, m.grid(), m.k, progress=lambda _: None)
+        int8 = any(e.precision == "int8" for e in m.models)
+        models = [ShippedModel(mid, m.model(mid, "fp32").group, m.model(mid, "fp32").arch, None, None,
+                               fp32=asset.read_model(m.model(mid, "fp32")),
+                               int8=asset.read_model(m.model(mid, "int8")) if int8 else None)
+                  for mid in dict.fromkeys(e.id for e in m.models)]
+        from fitcast.options import EncodeOptions
+
+        groups = recipe_for(EncodeOptions(method=m.method, k=m.k)).group_models(m.k)
+        vm = self._vmaf_writer(label, crop, info)
+        result = evaluate(src, rendition, analysis, models, groups, int8=int8, base=m.base, sink=vm.write,
+                          measure_fp32=False, progress=lambda _: None)
+        labels = sum(len(save_labels(lab)) for lab in analysis.labels) * 8
+        seconds = rendition.duration
+        kbps = (video + m.bits.models + labels) / seconds / 1000
+        entry["points"][key] = {"kind": "fitcast", "scale": scale, "crf": crf, "kbps": kbps,
+                                "kbps_video": video / seconds / 1000, "kbps_models": m.bits.models / seconds / 1000,
+                                "kbps_labels": labels / seconds / 1000,
+                                "psnr_y": float(np.mean(result.frame_psnr["sr"])),
+                                "psnr_y_lanczos": float(np.mean(result.frame_psnr["lanczos"])),
+                                "models_trained_at_crf": _trained_crf(asset_dir), "vmaf": vm.finish(self, label),
+                                "seconds": time.perf_counter() - t0}
+        print(f"{label} {key}: {kbps:.0f} kbit/s, {entry['points'][key]['psnr_y']:.2f} dB", flush=True)
+        self.save()
+
+    # ----------------------------------------------------------------------- VMAF on strided frames
+
+    def _vmaf_writer(self, label: str, crop, info) -> _StridedVmaf:
+        return _StridedVmaf(self.work / label / "vmaf-dist.mp4", crop, float(info.fps), self.vmaf_stride,
+                            self.use_vmaf)
+
+    def _write_strided(self, frames, path: Path, crop, fps: float) -> None:
+        writer = _StridedVmaf(path, crop, fps, self.vmaf_stride, True)
+        for frame in frames:
+            writer.write(frame)
+        writer.close()
+
+
+class _StridedVmaf:
+    """Every ``stride``-th frame written losslessly, then VMAF against the reference's same frames."""
+
+    def __init__(self, path: Path, crop, fps: float, stride: int, enabled: bool) -> None:
+        self.path, self.stride, self.enabled, self.n = path, stride, enabled, 0
+        self.writer = VideoWriter(path, crop[2], crop[3], fps, crf=0) if enabled else None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is not None and self.n % self.stride == 0:
+            self.writer.write(frame)
+        self.n += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def finish(self, bench: HullBench, label: str) -> float | None:
+        if self.writer is None:
+            return None
+        self.close()
+        score = vmaf(self.path, bench.work / label / "ref-vmaf.mp4")
+        self.path.unlink(missing_ok=True)
+        return score
+
+
+def _trained_crf(asset_dir: Path) -> int | None:
+    try:
+        return int(json.loads((asset_dir / "report" / "quality.json").read_text())["crf"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _points(entry: dict, kinds: tuple[str, ...], metric: str, scales: tuple[int, ...] = (1, 2, 4)) -> list[RatePoint]:
+    return [RatePoint(p["scale"], p["crf"] or 0, p["kbps"], p[metric]) for p in entry["points"].values()
+            if p["kind"] in kinds and p["scale"] in scales and p.get(metric) is not None]
+
+
+def _sample(curve: list[RatePoint], rates: np.ndarray) -> np.ndarray:
+    """A curve (its upper hull) at ``rates``, linear in log rate between its points."""
+    hull = per_title_hull(curve)
+    return np.interp(np.log(rates), np.log([p.kbps for p in hull]), [p.psnr_y for p in hull])
+
+
+def summarise(entry: dict) -> dict:
+    """fitcast's SR rungs (the upper hull over its x4 and x2 points) against the per-title hull
+    and the fixed ladder, over the bitrate range of those points, both curves sampled at the same
+    8 log-spaced rates there: the BD-rate (``bd_rate``: published only where the curves overlap
+    enough in quality) and the mean quality difference at equal rate (always defined)."""
+    out: dict[str, Any] = {}
+    sr = _points(entry, ("fitcast",), "psnr_y")
+    if len(sr) < 2:
+        return out
+    lo, hi = min(p.kbps for p in sr), max(p.kbps for p in sr)
+    rates = np.exp(np.linspace(math.log(lo), math.log(hi), 8))
+    out["range_kbps"] = [round(lo, 1), round(hi, 1)]
+    for metric in ("psnr_y", "vmaf"):
+        mine = _points(entry, ("fitcast",), metric)
+        if len(mine) < 2:
+            continue
+        q_mine = _sample(mine, rates)
+        for name, kinds in (("hull", ("x264",)), ("fixed", ("fixed",))):
+            ref = _points(entry, kinds, metric)
+            if len(ref) >= 2:
+                q_ref = _sample(ref, rates)
+                out[f"bd_rate_vs_{name}_{metric}"] = bd_rate(rates, q_ref, rates, q_mine)
+                out[f"delta_vs_{name}_{metric}"] = float(np.mean(q_mine - q_ref))
+    return out
+
+
+def to_markdown(data: dict) -> str:
+    lines = [f"Per-title hull benchmark (`bench/quality.py --hull`), {data['machine']}.",
+             "fitcast's SR rungs (x4 and x2, models and labels counted) over their own bitrate range: BD-rate "
+             "(negative: fitcast needs fewer bits for the same quality) and, after it, the mean difference at "
+             "equal rate (PSNR-Y dB, VMAF points).", "",
+             "| clip | display | frames | SR range (kbit/s) | vs per-title hull, PSNR-Y | VMAF | "
+             "vs fixed ladder, PSNR-Y | VMAF |", "|---|---|---|---|---|---|---|---|"]
+    for label, entry in data["clips"].items():
+        s = entry.get("summary") or {}
+        rng = s.get("range_kbps")
+        cells = [f"{bd_text(s.get(f'bd_rate_vs_{ref}_{m}'))}; {s[f'delta_vs_{ref}_{m}']:+.2f}"
+                 if f"delta_vs_{ref}_{m}" in s else "n/a" for ref in ("hull", "fixed") for m in ("psnr_y", "vmaf")]
+        lines.append(f"| {label} | {entry['display'][0]}x{entry['display'][1]} | {entry['frames']} | "
+                     f"{f'{rng[0]:.0f}–{rng[1]:.0f}' if rng else 'n/a'} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for label, entry in data["clips"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+        for ax, metric in zip(axes, ("psnr_y", "vmaf"), strict=True):
+            for kind, scale, style in [("x264", 4, "o:"), ("x264", 2, "o:"), ("x264", 1, "o-"),
+                                       ("fitcast", 4, "s-"), ("fitcast", 2, "s-"), ("fixed", 0, "^--")]:
+                pts = sorted((p for p in entry["points"].values() if p["kind"] == kind and
+                              (scale == 0 or p["scale"] == scale) and p.get(metric) is not None),
+                             key=lambda p: p["kbps"])
+                if pts:
+                    name = {"x264": f"x264 x{scale} + lanczos" if scale > 1 else "x264 full resolution",
+                            "fitcast": f"fitcast x{scale}", "fixed": "fixed ladder"}[kind]
+                    ax.plot([p["kbps"] for p in pts], [p[metric] for p in pts], style, ms=3, lw=1, label=name)
+            hull = per_title_hull(_points(entry, ("x264",), metric))
+            if hull:
+                ax.plot([p.kbps for p in hull], [p.psnr_y for p in hull], "k-", lw=2, alpha=0.3,
+                        label="per-title hull")
+            ax.set_xscale("log")
+            ax.set_xlabel("kbit/s (video; fitcast: + models + labels)")
+            ax.set_ylabel("PSNR-Y (dB)" if metric == "psnr_y" else "VMAF")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{label}: {entry['display'][0]}x{entry['display'][1]}, {entry['frames']} frames")
+        fig.tight_layout()
+        fig.savefig(out / f"rd-{label}.png", dpi=100)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clips", nargs="+", help="NAME (whole clip) or NAME:START:DURATION")
+    ap.add_argument("--ladder", nargs="*", default=[], metavar="CLIP=DIR",
+                    help="take the SR models of this ladder's rungs (same clip, whole) instead of training")
+    ap.add_argument("--preset", default="balanced")
+    ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--train-crf", type=int, default=27, help="the CRF the SR models are trained at")
+    ap.add_argument("--vmaf-stride", type=int, default=4)
+    ap.add_argument("--no-vmaf", dest="vmaf", action="store_false")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "hull")
+    ap.add_argument("--readme", type=Path, default=None)
+    args = ap.parse_args(argv)
+    ladders = dict(spec.split("=", 1) for spec in args.ladder)
+    bench = HullBench(args.out, preset=args.preset, iterations=args.iterations, train_crf=args.train_crf,
+                      vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf)
+    for spec in args.clips:
+        name = spec.split(":")[0]
+        bench.clip(spec, Path(ladders[name]) if name in ladders else None)
+    plot(bench.data, args.out)
+    table = to_markdown(bench.data)
+    print(table)
+    if args.readme is not None:
+        update_readme(args.readme, table, block="hull")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

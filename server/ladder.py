@@ -1,0 +1,363 @@
+"""The ladder encode: several rungs of one title in one HLS master (``fitcast/ladder``).
+
+:func:`encode_ladder` reads as its stages.  The rates come from measurements on the clip: every
+rung's resolution is encoded over a CRF range, its frames lanczos-upscaled to the display size
+and measured, and :func:`fitcast.ladder.choose_rungs` takes each rung's point nearest the
+per-title hull in its bitrate band.  Every SR rung is then a whole fitcast asset
+(:func:`server.pipeline.encode`, the crop shared so every rung covers the same pixels); the
+full-resolution rung is the same transcode at scale 1.  ``ladder.json`` and the master playlist
+are published last, each by atomic rename: until then no ladder is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fitcast.errors import InvalidInputError
+from fitcast.ladder import (
+    LADDER_DATA_ID,
+    Ladder,
+    RatePoint,
+    Rung,
+    RungBits,
+    RungSegment,
+    RungSpec,
+    choose_rungs,
+    crop_multiple,
+    parse_rungs,
+    per_title_hull,
+)
+from fitcast.manifest import Manifest
+from fitcast.media import HlsEncoder, Limits, center_crop, downscale, iter_frames, upscale
+from fitcast.metrics import psnr_y
+from fitcast.options import EncodeOptions
+from fitcast.rendition import (
+    INIT,
+    SESSION_DATA_ID,
+    Variant,
+    measured_bandwidth,
+    paired_frames,
+    segments_of,
+    write_master,
+)
+from fitcast.storage import (
+    AssetLayout,
+    atomic_dir,
+    atomic_write_text,
+    claim_asset_dir,
+    clear_leftovers,
+    sha256_file,
+    validate_asset_id,
+)
+from server.compute import Executor
+from server.pipeline import ProgressFn, Rendition, Source, StageRunner, asset_slug, encode, probe_source, transcode
+
+# The CRFs each resolution is measured at (the per-title hull); the top rung's own CRF is added.
+PROBE_CRFS = (19, 23, 27, 31, 35, 39)
+MEASURED_FRAMES = 48  # frames per candidate encode measured against the source (evenly spaced)
+
+LADDER_STAGES: dict[str, float] = {"probe": 0.01, "measure": 0.14, "rungs": 0.8, "publish": 0.05}
+
+
+@dataclass(frozen=True)
+class LadderPaths:
+    root: Path
+
+    @property
+    def hls(self) -> Path:
+        return self.root / "hls"
+
+    @property
+    def ladder(self) -> Path:
+        return self.root / "sr" / "ladder.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def rung(self, name: str) -> Path:
+        return self.root / "rungs" / name
+
+
+def encode_ladder(
+    source: str | Path,
+    out_dir: str | Path,
+    options: EncodeOptions,
+    *,
+    asset_id: str | None = None,
+    progress: ProgressFn | None = None,
+    executor: Executor | None = None,
+    limits: Limits | None = None,
+) -> Ladder:
+    """Encode ``source`` as the ladder ``options.ladder`` asks for (``auto``: x4, x2 and full
+    resolution, rates per title) into ``out_dir``; return the published ladder."""
+    if not options.ladder:
+        raise InvalidInputError("a ladder encode needs rungs (--ladder auto, or x4:32,x2:27,x1:23)")
+    specs = parse_rungs(options.ladder)
+    paths, limits = LadderPaths(Path(out_dir)), limits or Limits()
+    asset_id = validate_asset_id(asset_id or asset_slug(paths.root.name))
+    run = StageRunner(progress, LADDER_STAGES)
+
+    # 1. probe: the source, and the crop every rung divides
+    src = run("probe", probe_ladder_source, Path(source), options, specs, limits=limits)
+    claim_asset_dir(paths.root)
+    clear_leftovers(paths.root)
+    # 2. measure: every rung's resolution over a CRF range, upscaled by lanczos to the display size
+    points = run("measure", measure_points, src, specs, options, work=paths.root / "work")
+    # 3. choose: each rung's rate on the per-title hull (or as fixed by hand)
+    crfs = choose_rungs(points, specs, top_crf=options.crf)
+    # 4. rungs: an SR rung is a whole fitcast asset; the full-resolution rung a transcode
+    rungs = run("rungs", encode_rungs, src, specs, crfs, options, paths, asset_id=asset_id, executor=executor,
+                limits=limits)
+    # 5. publish: ladder.json, the master playlist over every rung, the report
+    ladder = run("publish", publish_ladder, paths, asset_id, src, rungs)
+    write_ladder_report(paths.report, ladder_report(ladder, points, crfs, run.seconds))
+    shutil.rmtree(paths.root / "work", ignore_errors=True)
+    return ladder
+
+
+@dataclass(frozen=True)
+class LadderSource:
+    """The probed source and the display crop every rung shares."""
+
+    source: Source  # at scale 1: the display size
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+
+def probe_ladder_source(path: Path, options: EncodeOptions, specs: list[RungSpec], *, limits: Limits,
+                        progress: Any) -> LadderSource:
+    from fitcast.media import probe
+
+    info = probe(path, limits)
+    crop = center_crop(info.width, info.height, crop_multiple([s.scale for s in specs]))
+    one = options.model_copy(update={"scale": 2, "ladder": None})  # any scale: probe_source checks the crop
+    src = probe_source(path, one, patch=8, limits=limits, crop=crop, progress=progress)
+    return LadderSource(Source(src.path, src.info, crop, 1, src.segment_frames))
+
+
+def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOptions, *, work: Path,
+                   progress: Any) -> list[RatePoint]:
+    """Every rung whose rate is not fixed, encoded at ``PROBE_CRFS`` (and the top CRF) as the
+    rung will be (same x264 preset and GOPs): video kbit/s and PSNR-Y of the lanczos upscale
+    against the source, on up to ``MEASURED_FRAMES`` evenly spaced frames."""
+    todo = [s for s in specs if s.crf is None]
+    if not todo:
+        return []
+    crfs = sorted(set(PROBE_CRFS) | {options.crf})
+    s = src.source
+    stride = max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
+    references: dict[int, np.ndarray] = {}
+    points = []
+    for n, spec in enumerate(todo):
+        w, h = s.crop[2] // spec.scale, s.crop[3] // spec.scale
+        dirs = {crf: work / f"x{spec.scale}-crf{crf}" for crf in crfs}
+        with ExitStack() as stack:
+            encoders = [stack.enter_context(HlsEncoder(d, w, h, s.fps, s.segment_frames, crf=crf,
+                                                       x264_preset=options.x264_preset)) for crf, d in dirs.items()]
+            for i, hr in enumerate(iter_frames(s.path, crop=s.crop)):
+                if i % stride == 0 and n == 0:
+                    references[i] = hr
+                lr = downscale(hr, spec.scale) if spec.scale > 1 else hr
+                for enc in encoders:
+                    enc.write(lr)
+        for crf, d in dirs.items():
+            _, average = measured_bandwidth(d)
+            scores, i = [], 0
+            for _seg, lr_frames, _ in _decoded(d):
+                for lr in lr_frames:
+                    if i in references:
+                        up = upscale(lr, spec.scale, "lanczos") if spec.scale > 1 else lr
+                        scores.append(psnr_y(up, references[i]))
+                    i += 1
+            points.append(RatePoint(spec.scale, crf, average / 1000, float(np.mean(scores))))
+            shutil.rmtree(d, ignore_errors=True)
+        progress((n + 1) / len(todo))
+    return points
+
+
+def _decoded(hls: Path):
+    from fitcast.rendition import segment_frames
+
+    for seg in segments_of(hls):
+        yield seg, segment_frames(hls, seg), None
+
+
+def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int], options: EncodeOptions,
+                 paths: LadderPaths, *, asset_id: str, executor: Executor | None, limits: Limits,
+                 progress: Any) -> list[Rung]:
+    """Every rung, cheapest first: SR rungs through the whole encode, the full-resolution rung as
+    a transcode and a measurement of its decoded frames."""
+    rungs: list[Rung] = []
+    order = sorted(specs, key=lambda sp: -sp.scale)
+    weights = [0.1 if sp.scale == 1 else 1.0 for sp in order]
+    done = 0.0
+    for spec, weight in zip(order, weights, strict=True):
+        def sub(stage: str, fraction: float, done: float = done, weight: float = weight) -> None:
+            progress((done + weight * fraction) / sum(weights))
+
+        folder = paths.rung(spec.name)
+        crf = crfs[spec.scale]
+        if spec.scale == 1:
+            rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
+        else:
+            rung_options = options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None})
+            manifest = encode(src.path, folder, rung_options, asset_id=f"{asset_id}-{spec.name}"[-64:], progress=sub,
+                              executor=executor, limits=limits, crop=src.source.crop)
+            rungs.append(sr_rung(spec, crf, manifest, folder, paths))
+        done += weight
+        progress(done / sum(weights))
+    return rungs
+
+
+def full_resolution_rung(src: LadderSource, folder: Path, options: EncodeOptions, paths: LadderPaths) -> Rung:
+    """The display-size rung: the HR crop through the same transcode (scale 1), each segment's
+    decoded frames measured against the source."""
+    layout = AssetLayout(folder)
+    claim_asset_dir(folder)
+    rendition = transcode(src.source, layout.hls, options, progress=lambda _: None)
+    write_master(layout.hls / "master.m3u8", [_variant(rendition, src.source, "lr.m3u8")])  # no sr/ to point at
+    segments = []
+    for seg, decoded, reference in paired_frames(src.path, src.source.crop, rendition.hls, rendition.segments):
+        psnr = float(np.mean([psnr_y(a, b) for a, b in zip(decoded, reference, strict=True)]))
+        segments.append(_rung_segment(paths, layout.hls / seg.uri, seg.index, seg.start, seg.duration, len(decoded),
+                                      psnr, sr_bytes=0))
+    peak, average = measured_bandwidth(layout.hls)
+    return Rung(name="x1", scale=1, width=src.source.crop[2], height=src.source.crop[3], crf=options.crf,
+                playlist_uri=_rel(paths, layout.hls / "lr.m3u8"), init_uri=_rel(paths, layout.hls / INIT),
+                init_sha256=sha256_file(layout.hls / INIT), codecs=rendition.codec, bandwidth=peak,
+                average_bandwidth=average, bits=RungBits(video=rendition.video_bytes * 8,
+                                                         audio=rendition.audio_bytes * 8, models=0, labels=0, plans=0),
+                psnr_y=_frame_mean(segments), segments=segments)
+
+
+def sr_rung(spec: RungSpec, crf: int, m: Manifest, folder: Path, paths: LadderPaths) -> Rung:
+    """An SR rung from its published asset: bits as a default player fetches them (the models
+    it runs, labels, plans) and quality as it plays (the plan's where planned)."""
+    layout = AssetLayout(folder)
+    segments = []
+    for seg in m.segments:
+        quality = seg.psnr_y_planned if seg.psnr_y_planned is not None else \
+            (seg.quality.psnr_y_sr if seg.quality else float("nan"))
+        sr_bytes = _size(layout.sr / seg.labels_uri) + (_size(layout.sr / seg.plan_uri) if seg.plan_uri else 0)
+        segments.append(_rung_segment(paths, layout.sr / seg.uri, seg.index, seg.start, seg.duration, seg.frames,
+                                      quality, sr_bytes=sr_bytes))
+    master = (layout.hls / "master.m3u8").read_text()
+    codecs = master.split('CODECS="', 1)[1].split('"', 1)[0]
+    peak, average = measured_bandwidth(layout.hls)
+    lanczos = [(s.quality.psnr_y_lanczos, s.frames) for s in m.segments if s.quality]
+    return Rung(name=spec.name, scale=spec.scale, width=m.lr[0], height=m.lr[1], crf=crf,
+                playlist_uri=_rel(paths, layout.hls / "lr.m3u8"), init_uri=_rel(paths, layout.hls / INIT),
+                init_sha256=sha256_file(layout.hls / INIT), manifest_uri=_rel(paths, layout.sr / "manifest.json"),
+                codecs=codecs, bandwidth=peak, average_bandwidth=average,
+                bits=RungBits(video=m.bits.video, audio=m.bits.audio, models=m.bits.models, labels=m.bits.labels,
+                              plans=m.bits.plans),
+                psnr_y=_frame_mean(segments),
+                psnr_y_lanczos=float(np.average([q for q, _ in lanczos], weights=[f for _, f in lanczos]))
+                if lanczos else None,
+                segments=segments)
+
+
+def publish_ladder(paths: LadderPaths, asset_id: str, src: LadderSource, rungs: list[Rung], *,
+                   progress: Any) -> Ladder:
+    """ladder.json, then the master playlist: every rung, lowest rate first; its session data
+    points at the ladder and at the best SR rung's manifest (a player that knows no ladder
+    plays that rung as an ordinary asset)."""
+    rungs = sorted(rungs, key=lambda r: r.bits.total)
+    s = src.source
+    ladder = Ladder(asset_id=asset_id, hr=s.hr, fps=float(s.fps), crop=s.crop, rungs=rungs)
+    paths.ladder.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.ladder, ladder.to_json())
+    paths.hls.mkdir(parents=True, exist_ok=True)
+    variants = [Variant(r.playlist_uri, r.bandwidth, r.average_bandwidth, r.width, r.height, float(s.fps),
+                        r.codecs) for r in rungs]
+    session = {LADDER_DATA_ID: "../sr/ladder.json"}
+    sr = [r for r in rungs if r.manifest_uri is not None]
+    if sr:
+        session[SESSION_DATA_ID] = str(max(sr, key=lambda r: r.psnr_y).manifest_uri)
+    write_master(paths.hls / "master.m3u8", variants, session_data=session)
+    return ladder
+
+
+def ladder_report(ladder: Ladder, points: list[RatePoint], crfs: dict[int, int],
+                  seconds: dict[str, float]) -> dict[str, Any]:
+    hull = per_title_hull(points) if points else []
+    return {
+        "rungs": [{"name": r.name, "scale": r.scale, "size": [r.width, r.height], "crf": r.crf,
+                   "kbps_total": r.kbps, "kbps_video": r.average_bandwidth / 1000, "psnr_y": r.psnr_y,
+                   "psnr_y_lanczos": r.psnr_y_lanczos, "model_kbits": r.bits.models / 1000} for r in ladder.rungs],
+        "chosen_crf": {f"x{k}": v for k, v in crfs.items()},
+        "measured": [p.__dict__ for p in points],
+        "hull": [p.__dict__ for p in hull],
+        "seconds": dict(seconds),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _variant(rendition: Rendition, src: Source, uri: str) -> Variant:
+    peak, average = measured_bandwidth(rendition.hls)
+    return Variant(uri, peak, average, src.lr[0], src.lr[1], float(src.fps), rendition.codec)
+
+
+def _rung_segment(paths: LadderPaths, media: Path, index: int, start: float, duration: float, frames: int,
+                  psnr: float, *, sr_bytes: int) -> RungSegment:
+    return RungSegment(index=index, uri=_rel(paths, media.resolve()), sha256=sha256_file(media),
+                       bytes=media.stat().st_size, sr_bytes=sr_bytes, start=start, duration=duration, frames=frames,
+                       psnr_y=psnr)
+
+
+def _rel(paths: LadderPaths, path: Path) -> str:
+    """``path`` as ladder.json names it (relative to sr/)."""
+    return "../" + path.resolve().relative_to(paths.root.resolve()).as_posix()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def _frame_mean(segments: list[RungSegment]) -> float:
+    return float(np.average([s.psnr_y for s in segments], weights=[s.frames for s in segments]))
+
+
+def write_ladder_report(report_dir: Path, report: dict[str, Any]) -> None:
+    """``report/ladder.json`` and ``report/rd.png`` (the measured points, the per-title hull and
+    the rungs as delivered) as one atomic rename."""
+    with atomic_dir(report_dir) as tmp:
+        atomic_write_text(tmp / "ladder.json", json.dumps(report, indent=2))
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # the JSON is what matters
+            return
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for scale in sorted({p["scale"] for p in report["measured"]}):
+            pts = sorted((p for p in report["measured"] if p["scale"] == scale), key=lambda p: p["kbps"])
+            ax.plot([p["kbps"] for p in pts], [p["psnr_y"] for p in pts], "o-", ms=3, lw=1, alpha=0.7,
+                    label=f"x{scale} + lanczos" if scale > 1 else "full resolution")
+        if report["hull"]:
+            ax.plot([p["kbps"] for p in report["hull"]], [p["psnr_y"] for p in report["hull"]], "k--", lw=1,
+                    label="per-title hull")
+        for r in report["rungs"]:
+            ax.plot(r["kbps_total"], r["psnr_y"], "*", ms=12, label=f"rung {r['name']} (CRF {r['crf']})")
+        ax.set_xscale("log")
+        ax.set_xlabel("total kbit/s (video, audio, models, labels)")
+        ax.set_ylabel("PSNR-Y at display size (dB)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(tmp / "rd.png", dpi=110)
+        plt.close(fig)

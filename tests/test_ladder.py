@@ -1,0 +1,262 @@
+"""The ABR ladder: the per-title rung choice, the SR-aware ABR rule on synthetic networks, and a
+real ladder encode (aligned segments, the master's attributes, the player's PSNR per segment,
+a one-rung ladder that plays like any asset)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import av
+import m3u8
+import pytest
+
+from client.abr import AbrSession, BandwidthTrace, SrThroughputRule
+from client.ladder_player import AbrOptions, play_ladder
+from client.player import PlayOptions, play
+from fitcast.errors import InvalidInputError, ManifestError
+from fitcast.ladder import (
+    LADDER_DATA_ID,
+    Ladder,
+    RatePoint,
+    Rung,
+    RungBits,
+    RungSegment,
+    RungSpec,
+    choose_rungs,
+    hull_psnr,
+    parse_ladder,
+    parse_rungs,
+    per_title_hull,
+)
+from fitcast.rendition import SESSION_DATA_ID, measured_bandwidth
+
+SHA = "0" * 64
+
+
+# --------------------------------------------------------------------------- the per-title hull
+
+
+def _points() -> list[RatePoint]:
+    """A title where x4 wins below ~150 kbit/s, x2 between ~150 and ~900, full resolution above."""
+    curves = {1: [(400, 30.0), (900, 34.0), (1800, 37.0), (3600, 39.0)],
+              2: [(120, 28.0), (250, 31.0), (500, 33.0), (1000, 34.2), (2000, 34.8)],
+              4: [(40, 25.0), (80, 27.0), (190, 28.5), (320, 29.2)]}
+    return [RatePoint(scale, 20 + 4 * i, kbps, q) for scale, pts in curves.items() for i, (kbps, q) in enumerate(pts)]
+
+
+def test_the_hull_is_the_upper_envelope_of_every_resolution():
+    pts = _points()
+    hull = per_title_hull(pts)
+    assert [p.kbps for p in hull] == sorted(p.kbps for p in hull)
+    assert all(b.psnr_y > a.psnr_y for a, b in zip(hull, hull[1:], strict=False))
+    for p in pts:  # nothing lies above it
+        assert p.psnr_y <= hull_psnr(hull, p.kbps) + 1e-9
+    assert {p.scale for p in hull} == {1, 2, 4}  # each resolution wins somewhere on this title
+
+
+def test_rungs_take_the_point_nearest_the_hull_in_their_band():
+    crfs = choose_rungs(_points(), parse_rungs("auto"), top_crf=24)
+    assert crfs[1] == 24  # the top rung as asked: 900 kbit/s
+    # x2 aims at 450 kbit/s: 500 kbit/s (CRF 28) is in the band and on the hull
+    assert crfs[2] == 28
+    # x4 aims at 250 kbit/s: both 190 (CRF 28) and 320 (CRF 32) are in the band; 190 is nearer the hull
+    assert crfs[4] == 28
+    fixed = choose_rungs(_points(), parse_rungs("x4:30,x2,x1:20"), top_crf=24)
+    assert fixed[4] == 30 and fixed[1] == 20
+
+
+def test_rung_specs_refuse_nonsense():
+    assert parse_rungs("x4:32,x2:27,x1:23") == [RungSpec(4, 32), RungSpec(2, 27), RungSpec(1, 23)]
+    for bad in ("x5", "x2,x2", "x2:99", "auto,x2", ""):
+        with pytest.raises(InvalidInputError):
+            parse_rungs(bad)
+
+
+# --------------------------------------------------------------------------- the ABR rule
+
+
+def _ladder(segments: int = 30, *, x2_psnr: float = 33.0, x1_psnr: float = 36.0) -> Ladder:
+    """A synthetic ladder of 2 s segments: x4 300 kbit/s, x2 900, full resolution 3000 (video);
+    the SR rungs carry 200 kbit of models."""
+
+    def rung(name: str, scale: int, kbps: float, psnr: float, models: int) -> Rung:
+        segs = [RungSegment(index=i, uri=f"../rungs/{name}/hls/seg_{i:05d}.m4s", sha256=SHA,
+                            bytes=int(kbps * 1000 * 2 / 8), sr_bytes=500 if scale > 1 else 0, start=2.0 * i,
+                            duration=2.0, frames=60, psnr_y=psnr) for i in range(segments)]
+        return Rung(name=name, scale=scale, width=1280 // scale, height=720 // scale, crf=23,
+                    playlist_uri=f"../rungs/{name}/hls/lr.m3u8", init_uri=f"../rungs/{name}/hls/init.mp4",
+                    init_sha256=SHA, manifest_uri=f"../rungs/{name}/sr/manifest.json" if scale > 1 else None,
+                    codecs="avc1.64001f", bandwidth=int(kbps * 1100), average_bandwidth=int(kbps * 1000),
+                    bits=RungBits(video=int(kbps * 1000 * 2 * segments), audio=0, models=models, labels=0, plans=0),
+                    psnr_y=psnr, segments=segs)
+
+    return Ladder(asset_id="synthetic", hr=(1280, 720), fps=30.0, crop=(0, 0, 1280, 720),
+                  rungs=[rung("x4", 4, 300, 30.0, 200_000), rung("x2", 2, 900, x2_psnr, 200_000),
+                         rung("x1", 1, 3000, x1_psnr, 0)])
+
+
+def test_abr_goes_down_when_the_network_drops_and_up_when_it_returns():
+    # 20 s at 6 Mbit/s, 20 s at 1.2 Mbit/s, then 6 Mbit/s again
+    trace = BandwidthTrace(tuple([6000.0] * 20 + [1200.0] * 20 + [6000.0] * 30))
+    steps = AbrSession(_ladder(40), trace).run()
+    names = [s.rung.name for s in steps]
+    assert names[0] == "x4"  # nothing measured yet: the cheapest first download
+    assert "x1" in names[:8]  # up once the network is measured
+    during_drop = [s.rung.name for s in steps if 24 <= s.at <= 40]  # the estimate has caught up by then
+    assert during_drop and "x1" not in during_drop  # down while it is low ...
+    assert names[-1] == "x1"  # ... and up again after
+    session = AbrSession(_ladder(40), trace)
+    session.run()
+    assert max(session.clock.stalls, default=0.0) <= 2.0  # no stall longer than one segment
+
+
+def test_abr_prefers_a_lower_rung_that_sr_lifts_above_the_next():
+    trace = BandwidthTrace.constant(20_000)
+    names = [s.rung.name for s in AbrSession(_ladder(x2_psnr=36.5, x1_psnr=36.0), trace).run()]
+    assert names[2:] == ["x2"] * (len(names) - 2)  # x1 is affordable, x2 delivers more
+    names = [s.rung.name for s in AbrSession(_ladder(), trace).run()]
+    assert names[-1] == "x1"
+
+
+def test_a_rung_whose_models_would_drain_the_buffer_waits():
+    rule = SrThroughputRule()
+    rule.observe(2_000_000, 1.0)  # 2 Mbit/s measured
+    lad = _ladder()
+    lad.rungs[1].bits.models = 3_000_000  # 1.5 s of download at that rate
+    rung, _ = rule.choose(lad, 3, buffer_s=2.5, fetched={"x4"})
+    assert rung.name == "x4"
+    rung, _ = rule.choose(lad, 3, buffer_s=8.0, fetched={"x4"})
+    assert rung.name == "x2"
+
+
+def test_bandwidth_trace_integrates_across_seconds(tmp_path):
+    trace = BandwidthTrace((1000.0, 500.0))
+    assert trace.download_seconds(0.0, 500_000) == pytest.approx(0.5)
+    assert trace.download_seconds(0.5, 1_000_000) == pytest.approx(1.5)  # 500 kbit in 0.5 s, then 500 in 1 s
+    path = tmp_path / "trace.txt"
+    path.write_text("# kbit/s per second\n3000, 3000\n400\n")
+    assert BandwidthTrace.from_file(path).kbps == (3000.0, 3000.0, 400.0)
+    path.write_text("3000 -1\n")
+    with pytest.raises(InvalidInputError):
+        BandwidthTrace.from_file(path)
+
+
+def test_the_ladder_format_refuses_what_cannot_switch():
+    good = json.loads(_ladder().to_json())
+    assert parse_ladder(json.dumps(good)).names == ["x4", "x2", "x1"]
+    bad = json.loads(json.dumps(good))
+    bad["rungs"][1]["segments"][3]["frames"] = 59
+    with pytest.raises(ManifestError, match="not aligned"):
+        parse_ladder(json.dumps(bad))
+    with pytest.raises(ManifestError, match="not supported"):
+        parse_ladder(json.dumps(good | {"format": "fitcast-ladder/2"}))
+
+
+# --------------------------------------------------------------------------- a real ladder
+
+
+def test_rungs_cut_their_segments_at_the_same_frames_each_a_closed_gop(ladder_dir):
+    ladder = parse_ladder((ladder_dir / "sr" / "ladder.json").read_bytes())
+    assert ladder.names and {r.scale for r in ladder.rungs} == {4, 2, 1}
+    counts = {r.name: [s.frames for s in r.segments] for r in ladder.rungs}
+    assert len({tuple(c) for c in counts.values()}) == 1
+    for rung in ladder.rungs:
+        hls = ladder_dir / rung.playlist_uri.removeprefix("../").rsplit("/", 1)[0]
+        init = (hls / "init.mp4").read_bytes()
+        for seg in rung.segments:
+            data = (ladder_dir / seg.uri.removeprefix("../")).read_bytes()
+            import io
+
+            with av.open(io.BytesIO(init + data), format="mp4") as container:
+                frames = list(container.decode(video=0))
+            assert len(frames) == seg.frames
+            assert frames[0].key_frame  # an IDR frame: a switch needs nothing before it
+
+
+def test_the_master_announces_every_rung(ladder_dir):
+    ladder = parse_ladder((ladder_dir / "sr" / "ladder.json").read_bytes())
+    master = m3u8.load(str(ladder_dir / "hls" / "master.m3u8"))
+    ids = {d.data_id: d.uri for d in master.session_data}
+    assert ids[LADDER_DATA_ID] == "../sr/ladder.json" and ids[SESSION_DATA_ID].endswith("/sr/manifest.json")
+    assert len(master.playlists) == len(ladder.rungs)
+    for variant, rung in zip(master.playlists, ladder.rungs, strict=True):
+        info = variant.stream_info
+        peak, average = measured_bandwidth(ladder_dir / "hls" / variant.uri.rsplit("/", 1)[0])
+        assert info.bandwidth == peak and info.average_bandwidth == average
+        assert info.resolution == (rung.width, rung.height)
+        assert info.frame_rate == pytest.approx(ladder.fps, abs=1e-3)
+        assert info.codecs.startswith("avc1.") and info.codecs.endswith(",mp4a.40.2")  # chaplin has sound
+    assert [p.stream_info.bandwidth for p in master.playlists] == sorted(p.stream_info.bandwidth
+                                                                         for p in master.playlists)
+
+
+def test_the_player_measures_what_the_ladder_states_per_segment(ladder_dir, chaplin_piece):
+    for rung in ("x4", "x1"):
+        report = play_ladder(str(ladder_dir), PlayOptions(reference=chaplin_piece), AbrOptions(rung=rung))
+        assert set(report["rungs"]) == {rung}
+        for seg in report["segments"]:
+            assert seg["psnr_y"] == pytest.approx(seg["psnr_y_stated"], abs=0.1)
+    trace = BandwidthTrace((800.0,))
+    report = play_ladder(str(ladder_dir / "hls" / "master.m3u8"), PlayOptions(reference=chaplin_piece),
+                         AbrOptions(trace=trace))
+    ladder = parse_ladder((ladder_dir / "sr" / "ladder.json").read_bytes())
+    assert report["frames"] == sum(s.frames for s in ladder.rungs[0].segments)
+    assert report["rungs"][0] == "x4"  # the cheapest first download
+    for seg in report["segments"]:
+        assert seg["psnr_y"] == pytest.approx(seg["psnr_y_stated"], abs=0.1)
+
+
+def test_cli_ladder_errors_are_one_line(ladder_dir, tmp_path):
+    trace = tmp_path / "bad.txt"
+    trace.write_text("fast\n")
+    for args in (["play", str(ladder_dir), "--headless", "--bandwidth-trace", str(trace)],
+                 ["play", str(ladder_dir), "--headless", "--rung", "x3"],
+                 ["encode", str(trace), "-o", str(tmp_path / "x"), "--ladder", "x5"]):
+        out = subprocess.run([sys.executable, "-m", "fitcast", *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_an_upload_encodes_a_one_rung_ladder_that_plays_as_any_asset(tmp_path, chaplin_piece):
+    """Through the service: a ladder of one rung (x4 at CRF 30) is served under rungs/, and a player
+    that knows no ladder plays it through the master's manifest pointer, as it plays any asset."""
+    from fastapi.testclient import TestClient
+
+    from fitcast.config import Settings
+    from helpers import asset_done, asset_progress, wait_while_progressing
+    from server.app import create_app
+
+    settings = Settings(root=tmp_path / "store", train_iterations=20, poll_seconds=0.2)
+    with TestClient(create_app(settings)) as client:
+        bad = client.post("/v1/assets", params={"ladder": "x2,x2"}, content=b"x",
+                          headers={"Content-Type": "video/mp4"})
+        assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+        r = client.post("/v1/assets", params={"ladder": "x4:30", "preset": "fast", "segment_seconds": 0.5,
+                                              "target_fps": 0, "method": "stdo", "k": 1},
+                        content=chaplin_piece.read_bytes(), headers={"Content-Type": "video/mp4"})
+        assert r.status_code == 202, r.text
+        asset_id = r.json()["id"]
+        url = f"/v1/assets/{asset_id}"
+        asset = wait_while_progressing(lambda: client.get(url).json(), done=asset_done, progress=asset_progress)
+        assert asset["status"] == "ready", asset["error"]
+        assert asset["links"]["ladder"].endswith("/sr/ladder.json") and "manifest" not in asset["links"]
+        ladder = parse_ladder(client.get(asset["links"]["ladder"]).content)
+        assert ladder.names == ["x4"] and ladder.rungs[0].crf == 30
+        master = m3u8.loads(client.get(asset["links"]["master"]).text)
+        assert len(master.playlists) == 1
+        rung = ladder.rungs[0]
+        seg = client.get(f"{url}/sr/{rung.segments[0].uri}")  # every file a player fetches is served
+        assert seg.status_code == 200 and len(seg.content) == rung.segments[0].bytes
+        model_uri = json.loads(client.get(f"{url}/sr/{rung.manifest_uri}").text)["models"][0]["uri"]
+        model = client.get(f"{url}/rungs/x4/sr/{model_uri}")
+        assert model.status_code == 200 and "immutable" in model.headers["cache-control"]
+        report = client.get(asset["links"]["report"])
+        assert report.status_code == 200 and report.json()["chosen_crf"] == {"x4": 30}
+    folder = settings.assets_dir / asset_id
+    report = play(str(folder / "hls" / "master.m3u8"), PlayOptions(reference=chaplin_piece))
+    assert report["psnr_y_sr"] == pytest.approx(rung.psnr_y, abs=0.1)
+    alone = play(str(folder / "rungs" / "x4"), PlayOptions(reference=chaplin_piece))
+    assert alone["psnr_y_sr"] == pytest.approx(report["psnr_y_sr"], abs=1e-6)
+    assert alone["frames"] == sum(s.frames for s in rung.segments)
