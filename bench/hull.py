@@ -67,7 +67,8 @@ SEGMENT_SECONDS = 2.0
 
 class HullBench:
     def __init__(self, out: Path, *, preset: str, iterations: int | None, train_crf: int, vmaf_stride: int,
-                 use_vmaf: bool) -> None:
+                 use_vmaf: bool, crfs: tuple[int, ...] = CRFS, x264_only: bool = False) -> None:
+        self.crfs, self.x264_only = crfs, x264_only
         self.out, self.work = out, out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.preset, self.iterations, self.train_crf = preset, iterations, train_crf
@@ -94,13 +95,16 @@ class HullBench:
             self._write_strided(iter_frames(ref, crop=crop), ref_vmaf, crop, float(info.fps))
         rate = crop[2] * crop[3] * float(info.fps) / (1280 * 720 * 30)
         for scale in (4, 2, 1):
-            for crf in CRFS:
+            for crf in self.crfs:
                 self.point(entry, label, ref, crop, info, seg_frames, scale, crf=crf)
             for kbps in FIXED_LADDER[scale]:
                 self.point(entry, label, ref, crop, info, seg_frames, scale, kbps=max(20, round(kbps * rate)))
+        if self.x264_only:
+            self.save()
+            return
         for scale in (4, 2):
             asset = self.models(label, ref, crop, scale, ladder)
-            for crf in CRFS:
+            for crf in self.crfs:
                 self.fitcast_point(entry, label, ref, crop, info, seg_frames, scale, crf, asset)
         entry["summary"] = summarise(entry)
         self.save()
@@ -355,14 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="balanced")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--train-crf", type=int, default=27, help="the CRF the SR models are trained at")
+    ap.add_argument("--crfs", type=int, nargs="+", default=list(CRFS), help="the CRF range of every curve")
     ap.add_argument("--vmaf-stride", type=int, default=4)
     ap.add_argument("--no-vmaf", dest="vmaf", action="store_false")
+    ap.add_argument("--x264-only", action="store_true", help="only the x264 and fixed-ladder points (a rerun adds "
+                                                             "fitcast's: every finished point is kept)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "hull")
     ap.add_argument("--readme", type=Path, default=None)
     args = ap.parse_args(argv)
     ladders = dict(spec.split("=", 1) for spec in args.ladder)
     bench = HullBench(args.out, preset=args.preset, iterations=args.iterations, train_crf=args.train_crf,
-                      vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf)
+                      vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf, crfs=tuple(args.crfs), x264_only=args.x264_only)
     for spec in args.clips:
         name = spec.split(":")[0]
         bench.clip(spec, Path(ladders[name]) if name in ladders else None)

@@ -43,7 +43,7 @@ def test_the_page_puts_no_server_text_into_html():
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
 
 
-def test_upload_watch_progress_and_compare_in_a_browser(server, bear_piece):
+def test_upload_watch_progress_and_compare_in_a_browser(server, chaplin_piece):
     server, key = server
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
@@ -61,7 +61,7 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, bear_piece):
             page.click("#key-form button")
             page.select_option("#upload-preset", "fast")
             page.check("#upload-signed")
-            page.set_input_files("#upload-file", str(bear_piece))
+            page.set_input_files("#upload-file", str(chaplin_piece))
             page.click("#upload-button")
             page.wait_for_function("document.getElementById('upload-progress').value === 100 && "
                                    "!document.getElementById('upload-button').disabled", timeout=60_000)
@@ -86,7 +86,7 @@ def test_upload_watch_progress_and_compare_in_a_browser(server, bear_piece):
                                        f"document.querySelector('{img}').naturalWidth > 0", timeout=60_000)
             widths = page.evaluate("[...document.querySelectorAll('#cmp-lanczos, #cmp-fitcast')]"
                                    ".map(i => [i.naturalWidth, i.naturalHeight])")
-            assert widths == [[852, 480], [852, 480]]  # the bear piece, cropped to whole patches
+            assert widths == [[640, 360], [640, 360]]  # the chaplin piece (whole patches already)
             # the two images differ: the models changed pixels
             lz = httpx.get(page.eval_on_selector("#cmp-lanczos", "i => i.src")).content
             sr = httpx.get(page.eval_on_selector("#cmp-fitcast", "i => i.src")).content
