@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import MEDIA, bd_rate, bd_text, machine, update_readme  # noqa: E402
+from bench.common import MEDIA, bd_rate, machine, update_readme  # noqa: E402
 from fitcast.grid import save_labels  # noqa: E402
 from fitcast.ladder import RatePoint, per_title_hull  # noqa: E402
 from fitcast.media import (  # noqa: E402
@@ -67,8 +67,9 @@ SEGMENT_SECONDS = 2.0
 
 class HullBench:
     def __init__(self, out: Path, *, preset: str, iterations: int | None, train_crf: int, vmaf_stride: int,
-                 use_vmaf: bool, crfs: tuple[int, ...] = CRFS, x264_only: bool = False) -> None:
-        self.crfs, self.x264_only = crfs, x264_only
+                 use_vmaf: bool, crfs: tuple[int, ...] = CRFS, x264_only: bool = False,
+                 sr_scales: tuple[int, ...] = (4, 2)) -> None:
+        self.crfs, self.x264_only, self.sr_scales = crfs, x264_only, sr_scales
         self.out, self.work = out, out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.preset, self.iterations, self.train_crf = preset, iterations, train_crf
@@ -102,7 +103,7 @@ class HullBench:
         if self.x264_only:
             self.save()
             return
-        for scale in (4, 2):
+        for scale in self.sr_scales:
             asset = self.models(label, ref, crop, scale, ladder)
             for crf in self.crfs:
                 self.fitcast_point(entry, label, ref, crop, info, seg_frames, scale, crf, asset)
@@ -301,6 +302,14 @@ def summarise(entry: dict) -> dict:
     return out
 
 
+def _bd(value: dict | None) -> str:
+    """A BD-rate with the share of the quality range the two curves share (the curves here are
+    often far apart, so the overlap is small: read the number with it)."""
+    if value is None:
+        return "n/a (no overlap)"
+    return f"{value['pchip']:+.0f} % (overlap {100 * value['overlap']:.0f} %)"
+
+
 def to_markdown(data: dict) -> str:
     lines = [f"Per-title hull benchmark (`bench/quality.py --hull`), {data['machine']}.",
              "fitcast's SR rungs (x4 and x2, models and labels counted) over their own bitrate range: BD-rate "
@@ -311,7 +320,7 @@ def to_markdown(data: dict) -> str:
     for label, entry in data["clips"].items():
         s = entry.get("summary") or {}
         rng = s.get("range_kbps")
-        cells = [f"{bd_text(s.get(f'bd_rate_vs_{ref}_{m}'))}; {s[f'delta_vs_{ref}_{m}']:+.2f}"
+        cells = [f"{_bd(s.get(f'bd_rate_vs_{ref}_{m}'))}; {s[f'delta_vs_{ref}_{m}']:+.2f}"
                  if f"delta_vs_{ref}_{m}" in s else "n/a" for ref in ("hull", "fixed") for m in ("psnr_y", "vmaf")]
         lines.append(f"| {label} | {entry['display'][0]}x{entry['display'][1]} | {entry['frames']} | "
                      f"{f'{rng[0]:.0f}–{rng[1]:.0f}' if rng else 'n/a'} | {' | '.join(cells)} |")
@@ -362,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crfs", type=int, nargs="+", default=list(CRFS), help="the CRF range of every curve")
     ap.add_argument("--vmaf-stride", type=int, default=4)
     ap.add_argument("--no-vmaf", dest="vmaf", action="store_false")
+    ap.add_argument("--sr-scales", type=int, nargs="+", default=[4, 2], help="the SR rungs measured")
     ap.add_argument("--x264-only", action="store_true", help="only the x264 and fixed-ladder points (a rerun adds "
                                                              "fitcast's: every finished point is kept)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "hull")
@@ -369,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ladders = dict(spec.split("=", 1) for spec in args.ladder)
     bench = HullBench(args.out, preset=args.preset, iterations=args.iterations, train_crf=args.train_crf,
-                      vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf, crfs=tuple(args.crfs), x264_only=args.x264_only)
+                      vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf, crfs=tuple(args.crfs), x264_only=args.x264_only,
+                      sr_scales=tuple(args.sr_scales))
     for spec in args.clips:
         name = spec.split(":")[0]
         bench.clip(spec, Path(ladders[name]) if name in ladders else None)

@@ -13,7 +13,9 @@ most bits, so a low rung that SR lifts above the next one wins at that one's pri
 models are fetched once, before its first segment: a switch to a rung whose models are not
 here yet is taken only if the models and the segment download before the buffer falls below
 one segment.  Below that reserve the rule takes the cheapest rung it can play at once (its
-models already here, or none needed).
+models already here, or none needed).  A download that, from the rate seen in its first half
+second, would outlast the buffer is given up for the cheapest rung's segment (dash.js's
+``AbandonRequestsRule``): a sudden drop costs half a second, not a stall.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fitcast.errors import InvalidInputError
 from fitcast.ladder import Ladder, Rung
 
 MAX_TRACE_SECONDS = 86_400
+ABANDON_AFTER = 0.5  # seconds into a download at which the player judges whether it will stall
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,15 @@ class BandwidthTrace:
     def at(self, t: float) -> float:
         """Capacity at time ``t`` (kbit/s)."""
         return self.kbps[min(int(max(t, 0.0)), len(self.kbps) - 1)]
+
+    def bits_between(self, start: float, end: float) -> float:
+        """Bits the trace carries from ``start`` to ``end``."""
+        total, t = 0.0, start
+        while t < end:
+            step = min(end, math.floor(t) + 1.0) - t
+            total += self.at(t) * 1000.0 * step
+            t += step
+        return total
 
     def download_seconds(self, start: float, bits: float) -> float:
         """Seconds a download of ``bits`` started at ``start`` takes."""
@@ -149,6 +161,11 @@ class NetworkClock:
     def download(self, bits: float) -> float:
         """Fetch ``bits`` now; return the seconds it took (the buffer drains meanwhile)."""
         seconds = self.trace.download_seconds(self.now, bits)
+        self.spend(seconds)
+        return seconds
+
+    def spend(self, seconds: float) -> None:
+        """``seconds`` of network time pass (the buffer drains; what it cannot cover stalls)."""
         if self.playing:
             if seconds > self.buffer:
                 self.stalls.append(seconds - self.buffer)
@@ -157,7 +174,6 @@ class NetworkClock:
             else:
                 self.buffer -= seconds
         self.now += seconds
-        return seconds
 
     def add(self, duration: float) -> None:
         """A segment of ``duration`` seconds is ready; playback starts with the first."""
@@ -178,9 +194,10 @@ class Step:
     rung: Rung
     why: str
     bits: int  # the segment, its label and plan maps, and the rung's models the first time
-    seconds: float  # the download on the trace's clock
+    seconds: float  # the download on the trace's clock (with the time of one it abandoned)
     buffer_before: float
     models_fetched: bool
+    abandoned: str | None = None  # the rung whose download was given up for this one
 
 
 class AbrSession:
@@ -201,15 +218,35 @@ class AbrSession:
             rung, why = self.ladder.rung(self.fixed), "asked"
         else:
             rung, why = self.rule.choose(self.ladder, index, buffer_s=self.clock.buffer, fetched=self.fetched)
-        seg = rung.segments[index]
-        first = rung.name not in self.fetched
-        bits = _segment_bits(seg) + (rung.bits.models if first else 0)
         before, at = self.clock.buffer, self.clock.now
+        bits = self._bits(rung, index)
+        abandoned = None
+        if self.fixed is None and self._would_stall(bits):  # dash.js AbandonRequestsRule: give it up early
+            judged = min(ABANDON_AFTER, self.clock.buffer / 2)
+            self.rule.observe(self.clock.trace.bits_between(self.clock.now, self.clock.now + judged), judged)
+            self.clock.spend(judged)
+            abandoned, rung = rung.name, _cheapest(self.ladder.rungs, index, self.fetched)
+            why = f"{why}; abandoned {abandoned} after {judged:.2f} s (it would have stalled)"
+            bits = self._bits(rung, index)
+        first = rung.name not in self.fetched
         seconds = self.clock.download(bits)
         self.rule.observe(bits, seconds)
         self.fetched.add(rung.name)
-        self.clock.add(seg.duration)
-        return Step(index, at, rung, why, bits, seconds, before, first and rung.bits.models > 0)
+        fetched_in = self.clock.now - at  # an abandoned download's time included
+        self.clock.add(rung.segments[index].duration)
+        return Step(index, at, rung, why, bits, fetched_in, before, first and rung.bits.models > 0, abandoned)
+
+    def _bits(self, rung: Rung, index: int) -> int:
+        return _segment_bits(rung.segments[index]) + (0 if rung.name in self.fetched else rung.bits.models)
+
+    def _would_stall(self, bits: int) -> bool:
+        """Whether the download started now would outlast the buffer, judged as a player judges it:
+        from the rate it sees in the first moments of the download."""
+        if not self.clock.playing or self.clock.buffer <= 0:
+            return False
+        judged = min(ABANDON_AFTER, self.clock.buffer / 2)
+        seen = self.clock.trace.bits_between(self.clock.now, self.clock.now + judged) / judged
+        return bits / seen > self.clock.buffer
 
     def run(self) -> list[Step]:
         """Every segment, without rendering."""

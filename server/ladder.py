@@ -212,12 +212,36 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
             rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
         else:
             rung_options = options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None})
-            manifest = encode(src.path, folder, rung_options, asset_id=f"{asset_id}-{spec.name}"[-64:], progress=sub,
-                              executor=executor, limits=limits, crop=src.source.crop)
+            key = rung_key(rung_options, src.source.crop)
+            manifest = finished_rung(folder, key)  # a rung an interrupted ladder encode finished: kept
+            if manifest is None:
+                manifest = encode(src.path, folder, rung_options, asset_id=f"{asset_id}-{spec.name}"[-64:],
+                                  progress=sub, executor=executor, limits=limits, crop=src.source.crop)
+                atomic_write_text(folder / RUNG_KEY, key)
             rungs.append(sr_rung(spec, crf, manifest, folder, paths))
         done += weight
         progress(done / sum(weights))
     return rungs
+
+
+RUNG_KEY = "rung-options.json"  # in an SR rung's folder once its encode finished: what it was encoded with
+
+
+def rung_key(options: EncodeOptions, crop: tuple[int, int, int, int]) -> str:
+    """What an SR rung's encode depends on: its options and the shared crop."""
+    return json.dumps({"options": options.model_dump(mode="json"), "crop": list(crop)}, sort_keys=True)
+
+
+def finished_rung(folder: Path, key: str) -> Manifest | None:
+    """The manifest of the rung in ``folder`` if its encode finished with the same ``key``."""
+    from fitcast.manifest import parse
+
+    try:
+        if (folder / RUNG_KEY).read_text() == key:
+            return parse((folder / "sr" / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def full_resolution_rung(src: LadderSource, folder: Path, options: EncodeOptions, paths: LadderPaths) -> Rung:

@@ -112,6 +112,18 @@ def test_abr_goes_down_when_the_network_drops_and_up_when_it_returns():
     assert max(session.clock.stalls, default=0.0) <= 2.0  # no stall longer than one segment
 
 
+def test_a_download_that_would_stall_is_abandoned_for_the_cheapest_rung():
+    trace = BandwidthTrace(tuple([8000.0] * 6 + [250.0] * 30))  # a 30x drop while the top rung downloads
+    session = AbrSession(_ladder(20), trace, max_buffer=6.0)
+    steps = session.run()
+    gave_up = [s for s in steps if s.abandoned]
+    assert gave_up and gave_up[0].abandoned == "x1" and gave_up[0].rung.name == "x4"
+    assert max(session.clock.stalls, default=0.0) <= 2.0
+    fixed = AbrSession(_ladder(20), trace, max_buffer=6.0, rung="x1")  # no ABR: the same drop stalls
+    fixed.run()
+    assert fixed.clock.stall > 2.0
+
+
 def test_abr_prefers_a_lower_rung_that_sr_lifts_above_the_next():
     trace = BandwidthTrace.constant(20_000)
     names = [s.rung.name for s in AbrSession(_ladder(x2_psnr=36.5, x1_psnr=36.0), trace).run()]
