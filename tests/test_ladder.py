@@ -272,3 +272,15 @@ def test_an_upload_encodes_a_one_rung_ladder_that_plays_as_any_asset(tmp_path, c
     alone = play(str(folder / "rungs" / "x4"), PlayOptions(reference=chaplin_piece))
     assert alone["psnr_y_sr"] == pytest.approx(report["psnr_y_sr"], abs=1e-6)
     assert alone["frames"] == sum(s.frames for s in rung.segments)
+
+
+def test_a_finished_rung_is_kept_only_for_the_same_options(ladder_dir):
+    from server.ladder import RUNG_KEY, finished_rung
+
+    folder = ladder_dir / "rungs" / "x2"
+    key = (folder / RUNG_KEY).read_text()
+    assert json.loads(key)["options"]["scale"] == 2
+    assert finished_rung(folder, key).asset_id.endswith("-x2")
+    other = json.loads(key)
+    other["options"]["crf"] += 1
+    assert finished_rung(folder, json.dumps(other, sort_keys=True)) is None
