@@ -66,7 +66,7 @@ def ladder_location(location: str, fetcher: Fetcher) -> str | None:
         return str(inside.resolve()) if inside.is_file() else None
     if path.name == "ladder.json" and path.is_file():
         return str(path.resolve())
-    if path.suffix == ".m3u8" and path.is_file():
+    if path.suffix == ".m3u8" and path.is_file() and path.stat().st_size <= MAX_PLAYLIST_BYTES:
         return _from_master(str(path.resolve()), path.read_text(errors="replace"))
     return None
 

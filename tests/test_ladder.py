@@ -264,6 +264,7 @@ def test_an_upload_encodes_a_one_rung_ladder_that_plays_as_any_asset(tmp_path, c
         model_uri = json.loads(client.get(f"{url}/sr/{rung.manifest_uri}").text)["models"][0]["uri"]
         model = client.get(f"{url}/rungs/x4/sr/{model_uri}")
         assert model.status_code == 200 and "immutable" in model.headers["cache-control"]
+        assert client.get(f"{url}/rungs/x4/rung-options.json").status_code == 404  # only a rung's asset files
         report = client.get(asset["links"]["report"])
         assert report.status_code == 200 and report.json()["chosen_crf"] == {"x4": 30}
     folder = settings.assets_dir / asset_id

@@ -64,7 +64,9 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
         _authorise(request, keys, job, token)
     area_dir = asset_dir / area
     target = resolve_inside(area_dir, path)
-    if not target.is_file() or any(part.startswith(".") for part in target.relative_to(area_dir.resolve()).parts):
+    parts = target.relative_to(area_dir.resolve()).parts
+    if not target.is_file() or any(part.startswith(".") for part in parts) \
+            or area == "rungs" and (len(parts) < 3 or parts[1] not in ("hls", "sr", "report")):  # a rung's own asset
         raise NotFoundError(f"no file {area}/{path} in asset {asset_id}")
     immutable = target.parent.name in ("models", "labels", "plans") and (
         area == "sr" or area == "rungs" and target.parent.parent.name == "sr")
@@ -77,7 +79,7 @@ def asset_file(request: Request, asset_dir: AssetDirDep, store: StoreDep, keys: 
         "access-control-allow-origin": "*",
     }
     rewrite = signed and token is not None and target.suffix in (".m3u8", ".json") and area != "report" \
-        and "report" not in target.relative_to(area_dir.resolve()).parts
+        and "report" not in parts
     if rewrite:  # the token goes into every URI the file carries: the etag depends on it
         headers["etag"] = f'"{etag.strip(chr(34))}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"'
         headers["cache-control"] = "private, no-cache"
