@@ -12,21 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FITCAST_MEDIA", ROOT.parent / "shared" / "media"))
 
 
-def clip_piece(spec: str, work: Path, *, duration: float = 2.0) -> tuple[str, Path]:
+def clip_piece(spec: str, work: Path, *, duration: float | None = 2.0) -> tuple[str, Path]:
     """Cut the piece NAME[:START[:DURATION]] of a clip in ``MEDIA`` (or a path) nearly losslessly
-    (x264 CRF 8) into ``work``, once; return (label, piece).  The piece is the reference."""
-    from fitcast.media import cut
+    (x264 CRF 8) into ``work``, once; return (label, piece).  The piece is the reference.  Without a
+    DURATION the piece lasts ``duration`` seconds, or to the clip's end when that is None (a bare NAME
+    is then the whole clip, labelled by its name alone)."""
+    from fitcast.media import cut, probe
 
     name, *rest = spec.split(":")
     src = Path(name) if Path(name).is_file() else MEDIA / name
     if not src.is_file():
         raise SystemExit(f"no clip {name} (looked in {MEDIA})")
     start = float(rest[0]) if rest else 0.0
-    duration = float(rest[1]) if len(rest) > 1 else duration
-    label = f"{src.stem.split('_')[0]}@{start:g}+{duration:g}"
+    length = float(rest[1]) if len(rest) > 1 else duration if duration is not None else probe(src).duration - start
+    label = src.stem.split("_")[0] + (f"@{start:g}+{length:g}" if rest or duration is not None else "")
     piece = work / f"{label}.mp4"
     if not piece.exists():
-        cut(src, piece, start=start, duration=duration, crf=8)
+        cut(src, piece, start=start, duration=length, crf=8)
     return label, piece
 
 

@@ -42,14 +42,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import MEDIA, bd_rate, machine, update_readme  # noqa: E402
+from bench.common import bd_rate, clip_piece, machine, update_readme  # noqa: E402
 from fitcast.grid import save_labels  # noqa: E402
 from fitcast.ladder import RatePoint, per_title_hull  # noqa: E402
 from fitcast.media import (  # noqa: E402
     HlsEncoder,
     VideoWriter,
     center_crop,
-    cut,
     downscale,
     iter_frames,
     probe,
@@ -84,7 +83,7 @@ class HullBench:
     # ----------------------------------------------------------------------- a clip
 
     def clip(self, spec: str, ladder: Path | None) -> None:
-        label, ref = self.reference(spec)
+        label, ref = clip_piece(spec, self.work, duration=None)
         info = probe(ref)
         crop = center_crop(info.width, info.height, 4)
         entry = self.data["clips"].setdefault(label, {"points": {}})
@@ -109,19 +108,6 @@ class HullBench:
                 self.fitcast_point(entry, label, ref, crop, info, seg_frames, scale, crf, asset)
         entry["summary"] = summarise(entry)
         self.save()
-
-    def reference(self, spec: str) -> tuple[str, Path]:
-        name, *rest = spec.split(":")
-        src = Path(name) if Path(name).is_file() else MEDIA / name
-        if not src.is_file():
-            raise SystemExit(f"no clip {name} (looked in {MEDIA})")
-        start = float(rest[0]) if rest else 0.0
-        duration = float(rest[1]) if len(rest) > 1 else probe(src).duration - start
-        label = f"{src.stem.split('_')[0]}" + (f"@{start:g}+{duration:g}" if rest else "")
-        piece = self.work / f"{label}.mp4"
-        if not piece.exists():
-            cut(src, piece, start=start, duration=duration, crf=8)
-        return label, piece
 
     def encode(self, label: str, ref: Path, crop, info, seg_frames: int, scale: int, *, crf: int | None = None,
                kbps: int | None = None) -> Path:
@@ -179,8 +165,8 @@ class HullBench:
         if key in entry["points"]:
             return
         from fitcast.asset import open_asset
-        from server.pipeline import Rendition, Source, analyse, evaluate
-        from sr_models.recipes import ShippedModel, recipe_for
+        from server.pipeline import Rendition, Source, analyse, evaluate, shipped_models
+        from sr_models.recipes import recipe_for
 
         t0 = time.perf_counter()
         hls = self.encode(label, ref, crop, info, seg_frames, scale, crf=crf)
@@ -193,11 +179,7 @@ class HullBench:
         src = Source(ref, info, crop, scale, seg_frames)
         rendition = Rendition(hls, segs, max(1, info.frames), video // 8, 0, "")
         analysis = analyse(src, rendition, m.grid(), m.k, progress=lambda _: None)
-        int8 = any(e.precision == "int8" for e in m.models)
-        models = [ShippedModel(mid, m.model(mid, "fp32").group, m.model(mid, "fp32").arch, None, None,
-                               fp32=asset.read_model(m.model(mid, "fp32")),
-                               int8=asset.read_model(m.model(mid, "int8")) if int8 else None)
-                  for mid in dict.fromkeys(e.id for e in m.models)]
+        models, int8 = shipped_models(asset)
         from fitcast.options import EncodeOptions
 
         groups = recipe_for(EncodeOptions(method=m.method, k=m.k)).group_models(m.k)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fitcast.errors import InvalidInputError
-from fitcast.ladder import Ladder, Rung
+from fitcast.ladder import Ladder, Rung, RungSegment
 
 MAX_TRACE_SECONDS = 86_400
 ABANDON_AFTER = 0.5  # seconds into a download at which the player judges whether it will stall
@@ -135,7 +135,7 @@ class SrThroughputRule:
         return best, f"best delivered PSNR-Y within {budget:.0f} kbit/s"
 
 
-def _segment_bits(seg) -> int:
+def _segment_bits(seg: RungSegment) -> int:
     return (seg.bytes + seg.sr_bytes) * 8
 
 

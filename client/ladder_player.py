@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import m3u8
 import numpy as np
 
 from client.abr import AbrSession, BandwidthTrace, NetworkClock, SrThroughputRule
 from client.player import Frame, PlayOptions, Renderer, models_to_run, next_reference, open_sessions
-from fitcast.asset import MAX_PLAYLIST_BYTES, Asset, Fetcher, open_asset, resolve_uri
+from fitcast.asset import MAX_PLAYLIST_BYTES, Asset, Fetcher, open_asset, resolve_uri, session_data_uri
 from fitcast.errors import MediaError, NotFoundError
 from fitcast.ladder import LADDER_DATA_ID, Ladder, Rung, parse_ladder
 from fitcast.manifest import MAX_MANIFEST_BYTES, MAX_SEGMENT_BYTES
@@ -58,7 +57,7 @@ def ladder_location(location: str, fetcher: Fetcher) -> str | None:
             return location
         if parts.path.endswith(".m3u8"):
             text = fetcher.read(location, limit=MAX_PLAYLIST_BYTES).decode(errors="replace")
-            return _from_master(location, text)
+            return session_data_uri(location, text, LADDER_DATA_ID)
         return None
     path = Path(location)
     if path.is_dir():
@@ -67,14 +66,7 @@ def ladder_location(location: str, fetcher: Fetcher) -> str | None:
     if path.name == "ladder.json" and path.is_file():
         return str(path.resolve())
     if path.suffix == ".m3u8" and path.is_file() and path.stat().st_size <= MAX_PLAYLIST_BYTES:
-        return _from_master(str(path.resolve()), path.read_text(errors="replace"))
-    return None
-
-
-def _from_master(location: str, text: str) -> str | None:
-    for data in m3u8.loads(text).session_data:
-        if data.data_id == LADDER_DATA_ID and data.uri:
-            return resolve_uri(location, data.uri)
+        return session_data_uri(str(path.resolve()), path.read_text(errors="replace"), LADDER_DATA_ID)
     return None
 
 
@@ -90,13 +82,10 @@ class RungPlayer:
         self.init = lad.read(rung.init_uri, rung.init_sha256)
         self.asset: Asset | None = None
         self.renderer: Renderer | None = None
-        self.model_bytes = 0
         if rung.manifest_uri is not None:
-            before = lad.fetcher.bytes_fetched
             self.asset = open_asset(resolve_uri(lad.location, rung.manifest_uri), lad.fetcher)
             sessions, _, _ = open_sessions(self.asset, models_to_run(self.asset.manifest, options), options)
             self.renderer = Renderer(self.asset.manifest, sessions, options)
-            self.model_bytes = lad.fetcher.bytes_fetched - before
 
     def frames(self, lad: OpenLadder, index: int) -> list[np.ndarray]:
         """Segment ``index`` at the display size, as this rung shows it."""

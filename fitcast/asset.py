@@ -228,7 +228,7 @@ def manifest_location(location: str, fetcher: Fetcher) -> str:
         if path.is_dir():
             path = path / "sr" / "manifest.json"
         elif path.suffix == ".m3u8":
-            return _from_master(str(path.resolve()), path.read_text(), local=True)
+            return _from_master(str(path.resolve()), path.read_text())
         if not path.is_file():
             raise NotFoundError(f"{location}: no fitcast asset here (no sr/manifest.json)")
         return str(path.resolve())
@@ -237,18 +237,24 @@ def manifest_location(location: str, fetcher: Fetcher) -> str:
         return location
     if url_path.endswith(".m3u8"):
         text = fetcher.read(location, limit=MAX_PLAYLIST_BYTES).decode(errors="replace")
-        return _from_master(location, text, local=False)
+        return _from_master(location, text)
     return location.rstrip("/") + "/sr/manifest.json"
 
 
-def _from_master(location: str, text: str, *, local: bool) -> str:
-    playlist = m3u8.loads(text)
-    for data in playlist.session_data:
-        if data.data_id == SESSION_DATA_ID and data.uri:
-            if local:
-                return resolve_uri(str(Path(location).resolve()), data.uri)  # hls/master.m3u8 -> ../sr/
-            return resolve_uri(location, data.uri)
-    raise NotFoundError(f"{location}: the playlist has no {SESSION_DATA_ID} session data")
+def session_data_uri(location: str, text: str, data_id: str) -> str | None:
+    """The URI that the master playlist ``text`` at ``location`` (a URL, or a resolved path) names
+    as session data ``data_id``, resolved and confined like every URI (``resolve_uri``)."""
+    for data in m3u8.loads(text).session_data:
+        if data.data_id == data_id and data.uri:
+            return resolve_uri(location, data.uri)  # hls/master.m3u8 -> ../sr/…
+    return None
+
+
+def _from_master(location: str, text: str) -> str:
+    found = session_data_uri(location, text, SESSION_DATA_ID)
+    if found is None:
+        raise NotFoundError(f"{location}: the playlist has no {SESSION_DATA_ID} session data")
+    return found
 
 
 def open_asset(location: str, fetcher: Fetcher | None = None) -> Asset:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import m3u8
 import numpy as np
 
 from fitcast.errors import InvalidInputError
@@ -36,7 +37,7 @@ from fitcast.ladder import (
     per_title_hull,
 )
 from fitcast.manifest import Manifest
-from fitcast.media import HlsEncoder, Limits, center_crop, downscale, iter_frames, upscale
+from fitcast.media import HlsEncoder, Limits, center_crop, downscale, iter_frames, probe, upscale
 from fitcast.metrics import psnr_y
 from fitcast.options import EncodeOptions
 from fitcast.rendition import (
@@ -45,6 +46,7 @@ from fitcast.rendition import (
     Variant,
     measured_bandwidth,
     paired_frames,
+    segment_frames,
     segments_of,
     write_master,
 )
@@ -58,7 +60,7 @@ from fitcast.storage import (
     validate_asset_id,
 )
 from server.compute import Executor
-from server.pipeline import ProgressFn, Rendition, Source, StageRunner, asset_slug, encode, probe_source, transcode
+from server.pipeline import ProgressFn, Source, StageRunner, asset_slug, encode, probe_source, transcode
 
 # The CRFs each resolution is measured at (the per-title hull); the top rung's own CRF is added.
 PROBE_CRFS = (19, 23, 27, 31, 35, 39)
@@ -68,20 +70,12 @@ LADDER_STAGES: dict[str, float] = {"probe": 0.01, "measure": 0.14, "rungs": 0.8,
 
 
 @dataclass(frozen=True)
-class LadderPaths:
-    root: Path
-
-    @property
-    def hls(self) -> Path:
-        return self.root / "hls"
+class LadderPaths(AssetLayout):
+    """A ladder asset's paths: an asset's, with ``sr/ladder.json`` and the rungs' folders."""
 
     @property
     def ladder(self) -> Path:
-        return self.root / "sr" / "ladder.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
+        return self.sr / "ladder.json"
 
     def rung(self, name: str) -> Path:
         return self.root / "rungs" / name
@@ -111,7 +105,7 @@ def encode_ladder(
     claim_asset_dir(paths.root)
     clear_leftovers(paths.root)
     # 2. measure: every rung's resolution over a CRF range, upscaled by lanczos to the display size
-    points = run("measure", measure_points, src, specs, options, work=paths.root / "work")
+    points = run("measure", measure_points, src, specs, options, work=paths.work)
     # 3. choose: each rung's rate on the per-title hull (or as fixed by hand)
     crfs = choose_rungs(points, specs, top_crf=options.crf)
     # 4. rungs: an SR rung is a whole fitcast asset; the full-resolution rung a transcode
@@ -120,7 +114,7 @@ def encode_ladder(
     # 5. publish: ladder.json, the master playlist over every rung, the report
     ladder = run("publish", publish_ladder, paths, asset_id, src, rungs)
     write_ladder_report(paths.report, ladder_report(ladder, points, crfs, run.seconds))
-    shutil.rmtree(paths.root / "work", ignore_errors=True)
+    shutil.rmtree(paths.work, ignore_errors=True)
     return ladder
 
 
@@ -137,8 +131,6 @@ class LadderSource:
 
 def probe_ladder_source(path: Path, options: EncodeOptions, specs: list[RungSpec], *, limits: Limits,
                         progress: Any) -> LadderSource:
-    from fitcast.media import probe
-
     info = probe(path, limits)
     crop = center_crop(info.width, info.height, crop_multiple([s.scale for s in specs]))
     one = options.model_copy(update={"scale": 2, "ladder": None})  # any scale: probe_source checks the crop
@@ -173,24 +165,13 @@ def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOpti
                     enc.write(lr)
         for crf, d in dirs.items():
             _, average = measured_bandwidth(d)
-            scores, i = [], 0
-            for _seg, lr_frames, _ in _decoded(d):
-                for lr in lr_frames:
-                    if i in references:
-                        up = upscale(lr, spec.scale, "lanczos") if spec.scale > 1 else lr
-                        scores.append(psnr_y(up, references[i]))
-                    i += 1
+            decoded = (lr for seg in segments_of(d) for lr in segment_frames(d, seg))
+            scores = [psnr_y(upscale(lr, spec.scale, "lanczos") if spec.scale > 1 else lr, references[i])
+                      for i, lr in enumerate(decoded) if i in references]
             points.append(RatePoint(spec.scale, crf, average / 1000, float(np.mean(scores))))
             shutil.rmtree(d, ignore_errors=True)
         progress((n + 1) / len(todo))
     return points
-
-
-def _decoded(hls: Path):
-    from fitcast.rendition import segment_frames
-
-    for seg in segments_of(hls):
-        yield seg, segment_frames(hls, seg), None
 
 
 def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int], options: EncodeOptions,
@@ -249,8 +230,7 @@ def full_resolution_rung(src: LadderSource, folder: Path, options: EncodeOptions
     decoded frames measured against the source."""
     layout = AssetLayout(folder)
     claim_asset_dir(folder)
-    rendition = transcode(src.source, layout.hls, options, progress=lambda _: None)
-    write_master(layout.hls / "master.m3u8", [_variant(rendition, src.source, "lr.m3u8")])  # no sr/ to point at
+    rendition = transcode(src.source, layout.hls, options, manifest=False, progress=lambda _: None)
     segments = []
     for seg, decoded, reference in paired_frames(src.path, src.source.crop, rendition.hls, rendition.segments):
         psnr = float(np.mean([psnr_y(a, b) for a, b in zip(decoded, reference, strict=True)]))
@@ -276,8 +256,7 @@ def sr_rung(spec: RungSpec, crf: int, m: Manifest, folder: Path, paths: LadderPa
         sr_bytes = _size(layout.sr / seg.labels_uri) + (_size(layout.sr / seg.plan_uri) if seg.plan_uri else 0)
         segments.append(_rung_segment(paths, layout.sr / seg.uri, seg.index, seg.start, seg.duration, seg.frames,
                                       quality, sr_bytes=sr_bytes))
-    master = (layout.hls / "master.m3u8").read_text()
-    codecs = master.split('CODECS="', 1)[1].split('"', 1)[0]
+    codecs = m3u8.load(str(layout.hls / "master.m3u8")).playlists[0].stream_info.codecs
     peak, average = measured_bandwidth(layout.hls)
     lanczos = [(s.quality.psnr_y_lanczos, s.frames) for s in m.segments if s.quality]
     return Rung(name=spec.name, scale=spec.scale, width=m.lr[0], height=m.lr[1], crf=crf,
@@ -328,11 +307,6 @@ def ladder_report(ladder: Ladder, points: list[RatePoint], crfs: dict[int, int],
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _variant(rendition: Rendition, src: Source, uri: str) -> Variant:
-    peak, average = measured_bandwidth(rendition.hls)
-    return Variant(uri, peak, average, src.lr[0], src.lr[1], float(src.fps), rendition.codec)
 
 
 def _rung_segment(paths: LadderPaths, media: Path, index: int, start: float, duration: float, frames: int,

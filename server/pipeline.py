@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -79,6 +79,9 @@ from server.compute import Executor, InlineExecutor
 from server.planning import PlanResult, plan_frames, plan_target
 from server.report import write_report
 from sr_models.recipes import PRESETS, Recipe, SampleFiles, ShippedModel, receptive_radius, recipe_for
+
+if TYPE_CHECKING:
+    from fitcast.asset import Asset
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +210,24 @@ def published(layout: AssetLayout, source: Path) -> Published:
     asset = open_asset(str(layout.root))
     m = asset.manifest
     report = json.loads((layout.report / "quality.json").read_text())
-    options = EncodeOptions(scale=m.scale, segment_seconds=m.segments[0].duration)
-    src = probe_source(source, options, patch=m.patch.size, limits=Limits(), progress=lambda _: None)
-    if src.crop != tuple(m.crop):  # a ladder's rung shares the crop of every rung: it must fit this source
-        src = probe_source(source, options, patch=m.patch.size, limits=Limits(), crop=tuple(m.crop),
-                           progress=lambda _: None)
+    # the crop the asset was encoded with (a ladder's rung shares its ladder's): it must fit this source
+    src = probe_source(source, EncodeOptions(scale=m.scale, segment_seconds=m.segments[0].duration),
+                       patch=m.patch.size, limits=Limits(), crop=tuple(m.crop), progress=lambda _: None)
     rendition = Rendition(layout.hls, segments_of(layout.hls), sum(seg.frames for seg in m.segments),
                           m.bits.video // 8, m.bits.audio // 8, "")
     labels = [asset.labels(seg) for seg in m.segments]
+    models, int8 = shipped_models(asset)
+    evaluation = Evaluation(segments=[SegmentReport(seg.index, seg.frames, seg.quality.psnr_y_lanczos if seg.quality
+                                                    else 0.0, seg.quality.psnr_y_sr if seg.quality else 0.0,
+                                                    seg.routes) for seg in m.segments])
+    return Published(m, src, rendition, Analysis(m.grid(), m.k, labels, report.get("thresholds_db", [])), models,
+                     evaluation, int8)
+
+
+def shipped_models(asset: Asset) -> tuple[list[ShippedModel], bool]:
+    """The models an asset ships, read back (fp32, and int8 where shipped; no torch network), and
+    whether it ships int8."""
+    m = asset.manifest
     int8 = any(e.precision == "int8" for e in m.models)
     models = []
     for mid in dict.fromkeys(e.id for e in m.models):
@@ -222,11 +235,7 @@ def published(layout: AssetLayout, source: Path) -> Published:
         models.append(ShippedModel(mid, fp32.group, fp32.arch, None, fp32.group, fp32=asset.read_model(fp32),
                                    int8=asset.read_model(m.model(mid, "int8")) if int8 else None,
                                    params=fp32.params, macs_per_lr_px=fp32.macs_per_lr_px))
-    evaluation = Evaluation(segments=[SegmentReport(seg.index, seg.frames, seg.quality.psnr_y_lanczos if seg.quality
-                                                    else 0.0, seg.quality.psnr_y_sr if seg.quality else 0.0,
-                                                    seg.routes) for seg in m.segments])
-    return Published(m, src, rendition, Analysis(m.grid(), m.k, labels, report.get("thresholds_db", [])), models,
-                     evaluation, int8)
+    return models, int8
 
 
 # --------------------------------------------------------------------------- stage results
@@ -330,7 +339,10 @@ def probe_source(path: Path, options: EncodeOptions, *, patch: int, limits: Limi
     return src
 
 
-def transcode(src: Source, hls_dir: Path, options: EncodeOptions, *, progress: StageProgress) -> Rendition:
+def transcode(src: Source, hls_dir: Path, options: EncodeOptions, *, manifest: bool = True,
+              progress: StageProgress) -> Rendition:
+    """The LR rendition and its master playlist (whose session data points at ``../sr/manifest.json``
+    unless not ``manifest``: a ladder's full-resolution rung has none)."""
     expected = max(1, src.info.frames)
     with atomic_dir(hls_dir) as tmp:
         with HlsEncoder(tmp, src.lr[0], src.lr[1], src.fps, src.segment_frames, crf=options.crf,
@@ -349,7 +361,7 @@ def transcode(src: Source, hls_dir: Path, options: EncodeOptions, *, progress: S
         peak, average = measured_bandwidth(tmp)
         write_master(tmp / "master.m3u8", [Variant("lr.m3u8", peak, average, src.lr[0], src.lr[1], float(src.fps),
                                                    codec)],
-                     session_data={SESSION_DATA_ID: "../sr/manifest.json"})
+                     session_data={SESSION_DATA_ID: "../sr/manifest.json"} if manifest else None)
     return Rendition(hls_dir, segments_of(hls_dir), enc.frames_written, total - sound, sound, codec)
 
 
