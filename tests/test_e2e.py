@@ -35,6 +35,14 @@ def test_encode_then_play_beats_lanczos(bear_piece, tmp_path):
     assert abs(r["psnr_y_sr"] - delivered_psnr(q)) < 0.02
     assert q["psnr_y_bicubic"] < q["psnr_y_lanczos"] < q["psnr_y_sr"]
     assert q["bits"]["video"] > 0 and q["bits"]["models"] > 0 and q["bits"]["labels"] > 0
+    # the default method is dydca: one model per branch, the hard branch the larger
+    manifest = json.loads((out / "sr" / "manifest.json").read_text())
+    assert manifest["method"] == q["method"] == "dydca"
+    assert {e["id"] for e in manifest["models"]} <= {"dydca-b0", "dydca-b1"}
+    assert all(e["arch"]["dynamic"]["of"] == "dydca" for e in manifest["models"])
+    sizes = {e["id"]: e["params"] for e in manifest["models"] if e["precision"] == "fp32"}
+    if len(sizes) == 2:
+        assert sizes["dydca-b0"] > sizes["dydca-b1"]
 
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path):

@@ -48,24 +48,18 @@ def test_group_weights_are_validated():
         EncodeOptions.parse(k=2, method="jstdo", group_weights=(1.0, -1.0))
 
 
-@pytest.mark.parametrize("method", ["jstdo", "dydca"])
-def test_method_end_to_end_on_a_real_clip(method, bear_piece, tmp_path):
-    out = tmp_path / method
-    m = encode(bear_piece, out, EncodeOptions(method=method, k=2, preset="fast", iterations=100, segment_seconds=0.5,
+def test_jstdo_end_to_end_on_a_real_clip(bear_piece, tmp_path):
+    """One jointly trained model (jstdo) through encode and play. stdo is the shared ``leaf_asset``
+    fixture; dydca, the default method, is the command-line test in ``test_e2e.py``."""
+    out = tmp_path / "jstdo"
+    m = encode(bear_piece, out, EncodeOptions(method="jstdo", k=2, preset="fast", iterations=100, segment_seconds=0.5,
                                               target_fps=0))
-    assert m.method == method
-    if method == "jstdo":
-        assert sorted((e.id, e.precision) for e in m.models) == [("jstdo", "fp32"), ("jstdo", "int8")]
-    else:
-        assert {e.id for e in m.models} <= {"dydca-b0", "dydca-b1"}
-        assert all(e.arch["dynamic"]["of"] == "dydca" for e in m.models)
-        sizes = {e.id: e.params for e in m.models if e.precision == "fp32"}
-        if len(sizes) == 2:
-            assert sizes["dydca-b0"] > sizes["dydca-b1"]  # the hard branch has more capacity
+    assert m.method == "jstdo"
+    assert sorted((e.id, e.precision) for e in m.models) == [("jstdo", "fp32"), ("jstdo", "int8")]
     q = json.loads((out / "report" / "quality.json").read_text())
     r = play(str(out), PlayOptions(reference=bear_piece), fetcher=Fetcher(cache_dir=tmp_path / "cache"))
     assert r["psnr_y_sr"] == pytest.approx(delivered_psnr(q), abs=0.02)
-    # 100 iterations already beat lanczos on this detailed clip (measured +0.38 jstdo / +0.34 dB dydca here)
+    # 100 iterations already beat lanczos on this detailed clip (measured +0.38 dB here)
     assert r["psnr_y_sr"] > r["psnr_y_lanczos"] + 0.15
     assert np.isfinite(q["seconds"]["train"])
 
@@ -93,14 +87,14 @@ def test_generic_and_warm_start_options_are_validated():
     assert warm(method="jstdo", warm_start=False) is False
 
 
-def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path):
+def test_generic_method_ships_the_packaged_model_untrained(chaplin_piece, tmp_path):
     """--method generic: the shipped generic weights, not trained on this clip (the baseline),
     calibrated to int8 on its patches and gated per segment like every method."""
     from sr_models.export import from_onnx
     from sr_models.generic import generic_arch, generic_weights
 
     out = tmp_path / "generic"
-    m = encode(bear_piece, out, EncodeOptions(method="generic", k=2, segment_seconds=0.5, target_fps=0))
+    m = encode(chaplin_piece, out, EncodeOptions(method="generic", k=2, segment_seconds=0.5, target_fps=0))
     assert m.method == "generic"
     assert sorted((e.id, e.precision) for e in m.models) == [("generic", "fp32"), ("generic", "int8")]
     q = json.loads((out / "report" / "quality.json").read_text())
@@ -113,18 +107,19 @@ def test_generic_method_ships_the_packaged_model_untrained(bear_piece, tmp_path)
     shipped = torch.load(generic_weights(2), weights_only=True)
     for name, value in net.state_dict().items():
         assert torch.equal(value, shipped[name]), name
-    r = play(str(out), PlayOptions(reference=bear_piece), fetcher=fetcher)
+    r = play(str(out), PlayOptions(reference=chaplin_piece), fetcher=fetcher)
     assert r["psnr_y_sr"] == pytest.approx(delivered_psnr(q), abs=0.02)
     assert r["psnr_y_sr"] >= r["psnr_y_lanczos"]
 
 
 def test_warm_start_from_the_generic_model_learns_faster(chaplin_piece, tmp_path):
-    """The same tiny budget (40 iterations) from the generic model beats training from scratch."""
+    """The same tiny budget (20 iterations) from the generic model beats training from scratch
+    (fp32 only: precision is not what this compares)."""
     gains = {}
     for warm in (False, True):
         out = tmp_path / f"warm{warm}"
         encode(chaplin_piece, out, EncodeOptions(method="jstdo", k=2, segment_seconds=0.5, iterations=20,
-                                                 warm_start=warm, target_fps=0))
+                                                 warm_start=warm, target_fps=0, int8=False))
         q = json.loads((out / "report" / "quality.json").read_text())
         assert q["warm_start"] is warm
         gains[warm] = q["psnr_y_sr_fp32"] - q["psnr_y_lanczos"]

@@ -29,11 +29,11 @@ def _gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-def _until_training(base: str, asset_id: str) -> None:
+def _until_stage(base: str, asset_id: str, stages: tuple[str, ...]) -> None:
     a = wait_while_progressing(lambda: httpx.get(f"{base}/{asset_id}").json(),
-                               done=lambda a: a["progress"]["stage"] == "train" or asset_done(a),
+                               done=lambda a: a["progress"]["stage"] in stages or asset_done(a),
                                progress=asset_progress, interval=0.1)
-    assert a["progress"]["stage"] == "train", f"the job finished before it could be interrupted: {a}"
+    assert a["progress"]["stage"] in stages, f"the job finished before it could be interrupted: {a}"
 
 
 def test_stop_mid_job_then_restart_finishes_it(tmp_path, chaplin_piece):
@@ -47,7 +47,7 @@ def test_stop_mid_job_then_restart_finishes_it(tmp_path, chaplin_piece):
         assert r.status_code == 202, r.text
         asset_id = r.json()["id"]
         # 1. SIGTERM while training: the worker ends within a second, the server soon after
-        _until_training(base, asset_id)
+        _until_stage(base, asset_id, ("train",))
         workers = _children(server.pid)
         assert workers, "no worker process to stop"
         stopped = time.monotonic()
@@ -56,9 +56,10 @@ def test_stop_mid_job_then_restart_finishes_it(tmp_path, chaplin_piece):
             time.sleep(0.05)
         assert all(_gone(w) for w in workers) and time.monotonic() - stopped < 1.5, "a worker outlived SIGTERM"
         server.wait(timeout=15)
-        # 2. the next server resumes the job at once (it was handed back); kill -9 it while training
+        # 2. the next server resumes the job at once (it was handed back); kill -9 it once the job has
+        #    published its LR stream and written work files (from the analyse stage on)
         server = _start(root, port)
-        _until_training(base, asset_id)
+        _until_stage(base, asset_id, ("analyse", "sample", "train", "export"))
         workers = _children(server.pid)
         server.send_signal(signal.SIGKILL)
         server.wait()
