@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=512, ge=8)
     # Playback tokens (signed assets): the longest lifetime a caller may ask for.
     max_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
-    # /compare renders waiting at once (more get 429).
+    # /compare renders waiting at once (more get 429); seconds of rendering each client (API key,
+    # or the asset a playback token opens) may use a minute (over it, 429 until it refills).
     compare_queue: int = Field(default=4, ge=1)
+    compare_render_seconds: float = Field(default=6.0, gt=0)
     # Encodes are batch work: their processes run at this nice value so that serving (playlists,
     # segments) keeps the CPU it needs while a worker trains (0: the server's own priority).
     worker_nice: int = Field(default=10, ge=0, le=19)
@@ -59,6 +61,9 @@ class Settings(BaseSettings):
     # a token bucket of rate_burst calls refilled at rate_per_second; over it, 429 with Retry-After.
     rate_per_second: float = Field(default=20.0, gt=0)
     rate_burst: int = Field(default=60, ge=1)
+    # Seconds a client over its rate waits for its 429 (a client that ignores Retry-After then
+    # gets at most one answer per connection in that time; 0: at once).
+    rate_limit_delay: float = Field(default=1.0, ge=0, le=30)
 
     @property
     def assets_dir(self) -> Path:

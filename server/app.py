@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(compare.router)
     app.include_router(files.router)
     # outermost last: request ids and metrics see everything, then Host/Origin, then the rate limit
-    app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)
+    app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst,
+                       delay=settings.rate_limit_delay)
     app.add_middleware(HostOriginMiddleware, allowed_hosts=settings.allowed_hosts,
                        allowed_origins=settings.allowed_origins)
     app.add_middleware(RequestIdMiddleware, metrics=metrics)

@@ -21,13 +21,13 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fitcast.errors import problem_body
+from server.db import Connections
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,13 @@ class Job:
 
 
 class JobStore:
-    """Thread-safe access to the job table; every call opens its own short transaction."""
+    """Thread-safe access to the job table; every call is its own short transaction (on its thread's
+    connection)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connections = Connections(self.path)
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
@@ -126,15 +128,8 @@ class JobStore:
                 if column not in have:
                     con.execute(ddl)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout=30000")
-        try:
-            yield con
-        finally:
-            con.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._connections.connect()
 
     def create(self, asset_id: str, options: dict[str, Any], *, source_name: str, source_bytes: int,
                source_sha256: str, idempotency_key: str | None, owner: str = "local", playback: str = "public",

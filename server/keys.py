@@ -15,11 +15,12 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from server.db import Connections
 
 Scope = Literal["user", "admin"]
 SCOPES: tuple[str, ...] = ("user", "admin")
@@ -61,18 +62,13 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connections = Connections(self.path)
         with self._connect() as con:
             con.executescript(SCHEMA)
         self._any: tuple[float, bool] | None = None
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        try:
-            yield con
-        finally:
-            con.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._connections.connect()
 
     def create(self, name: str, scope: Scope = "user") -> tuple[ApiKey, str]:
         """A new key: its record and the full key text (shown once, never stored)."""

@@ -140,13 +140,16 @@ async def _problem(send: Send, status: int, title: str, detail: str, *, slug: st
 class RateLimitMiddleware:
     """A token bucket per client on the management API (``/v1/assets`` and below, the asset
     files excepted: players fetch those in bursts and they are plain file reads).  The client is
-    its API key's id, else its address; over the limit: 429 with ``Retry-After``."""
+    its API key's id, else its address; over the limit: 429 with ``Retry-After``, answered after
+    ``delay`` seconds (a tarpit: a client that ignores Retry-After and asks again at once gets at
+    most one answer per ``delay`` on each connection, instead of costing the server a rejection
+    per round trip; waiting costs the server nothing)."""
 
     FILE_AREAS = ("/hls/", "/sr/", "/report/")
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int, delay: float = 0.0) -> None:
         self.app = app
-        self.rate, self.burst = rate, burst
+        self.rate, self.burst, self.delay = rate, burst, delay
         self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last refill)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,6 +159,8 @@ class RateLimitMiddleware:
             return
         wait = self._take(self._client(scope))
         if wait > 0:
+            if self.delay:
+                await asyncio.sleep(self.delay)
             await _problem(send, 429, "Too many requests", f"slow down: retry in {wait:.1f} s", slug="rate-limited",
                            headers=[(b"retry-after", str(max(1, round(wait))).encode())])
             return

@@ -86,3 +86,28 @@ def test_idempotency_keys_and_listing_are_per_owner(tmp_path):
     assert [j.id for j in store.list(owner="alice")] == ["a1"]
     assert store.get("b1", owner="alice") is None and store.get("b1", owner="bob").id == "b1"
     assert store.usage("alice") == (1, 10) and store.usage() == (2, 20)
+
+
+def test_each_thread_keeps_one_connection_and_a_failed_transaction_leaves_nothing(tmp_path):
+    """The store's connections stay open per thread (a file request's lookup opens nothing); an
+    exception inside ``BEGIN IMMEDIATE`` rolls back, so neither this thread's next call nor
+    another thread's write waits on a lock it left."""
+    import threading
+
+    import pytest
+
+    store = _store(tmp_path)
+    with store._connect() as first, store._connect() as second:
+        assert first is second
+    with pytest.raises(RuntimeError), store._connect() as con:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("UPDATE assets SET stage='half-written' WHERE id='a1'")
+        raise RuntimeError("crash mid-transaction")
+    assert store.get("a1").stage == "queued"  # rolled back
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(store.cancel("a1")))
+    thread.start()
+    thread.join(5)
+    assert other == ["canceled"]  # another thread (its own connection) wrote at once
+    with store._connect() as con:
+        assert not con.in_transaction and store.get("a1").status == "canceled"

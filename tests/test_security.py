@@ -195,10 +195,13 @@ def test_queue_caps_quota_and_rate_limits(tmp_path, leaf_piece):
     with client:
         assert _upload(client, body).status_code == 202
         assert _upload(client, body).status_code == 413
-    client, _ = _app(tmp_path / "rate", rate_per_second=0.01, rate_burst=3)
+    client, _ = _app(tmp_path / "rate", rate_per_second=0.01, rate_burst=3, rate_limit_delay=0.3)
     with client:
-        codes = [client.get("/v1/assets").status_code for _ in range(4)]
+        codes = [client.get("/v1/assets").status_code for _ in range(3)]
+        t0 = time.monotonic()
+        codes.append(client.get("/v1/assets").status_code)
         assert codes == [200, 200, 200, 429]
+        assert time.monotonic() - t0 >= 0.3  # over the rate, the answer waits (a tarpit)
 
 
 def _request(chunks: list[bytes], ctype: str, delay: float = 0.0) -> tuple[Request, dict[str, int]]:
@@ -255,6 +258,32 @@ def test_compare_renders_once_and_refuses_a_flood(tmp_path, leaf_asset):
         finally:
             compare._WAITING["n"] = 0
         assert flood.status_code == 429 and flood.headers["retry-after"]
+
+
+def test_each_client_has_a_minute_of_rendering_to_spend(tmp_path, leaf_asset):
+    """A client that spent its render seconds waits (429 with the wait); frames already rendered
+    are still served to it, and another client renders as before."""
+    client, settings = _app(tmp_path, compare_render_seconds=0.01)  # any render overdraws this
+    keys = KeyStore(settings.db_path)
+    _, mallory = keys.create("mallory")
+    alice_key, alice = keys.create("alice")
+    _ready_asset(settings, leaf_asset, "abudget00000001", owner=alice_key.id)
+    url = "/v1/assets/abudget00000001/compare"
+    with client:
+        assert client.get(url, params={"segment": 0, "frame": 1}, headers=_auth(mallory)).status_code == 404
+        first = client.get(url, params={"segment": 0, "frame": 1}, headers=_auth(alice))
+        assert first.status_code == 200
+        spent = client.get(url, params={"segment": 0, "frame": 2}, headers=_auth(alice))
+        assert spent.status_code == 429 and "rendering a minute" in spent.json()["detail"]
+        assert int(spent.headers["retry-after"]) >= 1
+        again = client.get(url, params={"segment": 0, "frame": 1}, headers=_auth(alice))
+        assert again.status_code == 200 and again.content == first.content  # cached: free
+        # a playback token is a client of its own
+        token = client.post("/v1/assets/abudget00000001/playback-token", headers=_auth(alice))
+        assert token.status_code == 200, token.text
+        t = token.json()["token"]
+        assert client.get(url, params={"segment": 0, "frame": 3, "token": t}).status_code == 200
+        assert client.get(url, params={"segment": 0, "frame": 4, "token": t}).status_code == 429
 
 
 # ---------------------------------------------------------------- hygiene

@@ -9,7 +9,10 @@ segment, frame, mode) and kept as a file (``compare/<key>.png`` in the asset fol
 newest 256 of them), decoding
 stops at the frame asked for, renders run one at a time on their own thread (never on the
 threads that serve files), and when ``compare_queue`` renders are already waiting the next
-request gets a 429 instead of a place in line.
+request gets a 429 instead of a place in line.  Each client (its API key, or the asset a
+playback token opens) may use ``compare_render_seconds`` of rendering a minute: a render is
+charged the time it took, and a client that spent its minute's worth gets a 429 with the wait
+(cached frames are free), so no one client keeps the renderer, a CPU core, busy.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +44,33 @@ _RENDER = threading.Lock()
 _RENDERER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fitcast-compare")
 _WAITING = {"n": 0}
 MAX_CACHED = 256  # frames kept per asset (the oldest go first)
+
+
+class RenderBudget:
+    """Seconds of rendering per client: a bucket holding one minute's allowance, refilled at
+    ``per_minute / 60`` a second; a render is charged after it ran, so the bucket can go below
+    zero, and a client waits until it is above zero again."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (seconds left, when)
+
+    def _left(self, client: str, per_minute: float, now: float) -> float:
+        left, then = self.buckets.get(client, (per_minute, now))
+        return min(per_minute, left + (now - then) * per_minute / 60.0)
+
+    def wait(self, client: str, per_minute: float) -> float:
+        """Seconds ``client`` must wait before its next render (0: it may render now)."""
+        left = self._left(client, per_minute, time.monotonic())
+        return 0.0 if left > 0 else -left * 60.0 / per_minute + 0.01
+
+    def charge(self, client: str, seconds: float, per_minute: float) -> None:
+        now = time.monotonic()
+        self.buckets[client] = (self._left(client, per_minute, now) - seconds, now)
+        if len(self.buckets) > 10_000:  # forget clients whose bucket is full again
+            self.buckets = {c: b for c, b in self.buckets.items() if self._left(c, per_minute, now) < per_minute}
+
+
+_BUDGET = RenderBudget()
 
 
 @lru_cache(maxsize=8)
@@ -63,22 +95,38 @@ def _upscaler(asset_dir: str, mtime_ns: int):
     return asset, RoutedUpscaler.for_manifest(m, sessions)
 
 
-def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
-    """The PNG of one frame: from the asset's compare cache, else rendered and kept there."""
+def _cache_file(asset_dir: Path, segment: int, frame: int, mode: str) -> Path:
+    """Where the frame is kept: named by the published manifest's hash and the frame asked for."""
     manifest = asset_dir / "sr" / "manifest.json"
     if not manifest.is_file():
         raise NotFoundError("the asset is not ready: no manifest yet")
     key = hashlib.sha256(f"{sha256_file(manifest)}/{segment}/{frame}/{mode}".encode()).hexdigest()[:32]
-    cached = asset_dir / "compare" / f"{key}.png"
-    if cached.is_file():
-        return cached.read_bytes()
+    return asset_dir / "compare" / f"{key}.png"
+
+
+def cached(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes | None:
+    """The PNG of one frame if it was rendered before (for this manifest)."""
+    try:
+        return _cache_file(asset_dir, segment, frame, mode).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def render(asset_dir: Path, segment: int, frame: int, mode: str) -> tuple[bytes, float]:
+    """The PNG of one frame: from the asset's compare cache, else rendered and kept there; and
+    the seconds rendering took (0 from the cache)."""
+    path = _cache_file(asset_dir, segment, frame, mode)
+    if path.is_file():  # rendered while this request waited
+        return path.read_bytes(), 0.0
+    t0 = time.perf_counter()
     with _RENDER:
-        png = _render_locked(asset_dir, manifest, segment, frame, mode)
-    atomic_write_bytes(cached, png)
-    kept = sorted(cached.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
+        png = _render_locked(asset_dir, asset_dir / "sr" / "manifest.json", segment, frame, mode)
+    seconds = time.perf_counter() - t0
+    atomic_write_bytes(path, png)
+    kept = sorted(path.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
     for old in kept[:-MAX_CACHED]:
         old.unlink(missing_ok=True)
-    return png
+    return png, seconds
 
 
 def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
@@ -135,15 +183,26 @@ async def compare_frame(
         why = check_playback_token(request.app.state.secret, job.id, token)
         if why is not None:
             raise ForbiddenError(why)
+        client = f"token {job.id}"
     else:
         caller = principal(request, keys)
         if not caller.may_see(job):
             raise NotFoundError(f"no asset {asset_dir.name}")
+        client = f"key {caller.owner}"
+    png = await asyncio.to_thread(cached, asset_dir, segment, frame, mode)
+    if png is not None:  # rendered before: served like any file, free
+        return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
+    per_minute = settings.compare_render_seconds
+    wait = _BUDGET.wait(client, per_minute)
+    if wait > 0:
+        raise RateLimitedError(f"this client used its {per_minute:g} s of frame rendering a minute: retry in "
+                               f"{math.ceil(wait)} s (frames already rendered are served at once)", retry_after=wait)
     if _WAITING["n"] >= settings.compare_queue:
         raise RateLimitedError(f"{_WAITING['n']} frames are being rendered: try again shortly", retry_after=2)
     _WAITING["n"] += 1
     try:
-        png = await asyncio.wrap_future(_RENDERER.submit(render, asset_dir, segment, frame, mode))
+        png, seconds = await asyncio.wrap_future(_RENDERER.submit(render, asset_dir, segment, frame, mode))
     finally:
         _WAITING["n"] -= 1
+    _BUDGET.charge(client, seconds, per_minute)
     return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
