@@ -140,16 +140,23 @@ def claim_asset_dir(root: str | Path) -> Path:
     own leftovers, and must never do that to someone else's files.
     """
     root = Path(root)
-    marker = root / ASSET_MARKER
+    check_asset_dir(root)
+    if not (root / ASSET_MARKER).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ASSET_MARKER).write_text("fitcast asset: encodes may replace hls/ sr/ report/ and clear work/ here\n")
+    return root
+
+
+def check_asset_dir(root: str | Path) -> None:
+    """Refuse ``root`` as :func:`claim_asset_dir` would, writing nothing (the command line asks
+    before the training stack loads)."""
+    root = Path(root)
     if root.exists() and not root.is_dir():
         raise InvalidInputError(f"{root} exists and is not a directory")
-    if not marker.is_file():
-        if root.is_dir() and any(root.iterdir()) and not (root / "sr" / "manifest.json").is_file():
-            raise InvalidInputError(f"{root} is not empty and is not a fitcast asset: encode into a new or empty "
-                                    "directory")
-        root.mkdir(parents=True, exist_ok=True)
-        marker.write_text("fitcast asset: encodes may replace hls/ sr/ report/ and clear work/ here\n")
-    return root
+    if not (root / ASSET_MARKER).is_file() and root.is_dir() and any(root.iterdir()) \
+            and not (root / "sr" / "manifest.json").is_file():
+        raise InvalidInputError(f"{root} is not empty and is not a fitcast asset: encode into a new or empty "
+                                "directory")
 
 
 def clear_leftovers(root: str | Path) -> None:

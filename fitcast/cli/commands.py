@@ -52,7 +52,8 @@ def _searched_arch(path: Path | None) -> dict:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from server.pipeline import encode
+    from fitcast.media import probe
+    from fitcast.storage import check_asset_dir
     from sr_models.recipes import recipe_for
 
     options = EncodeOptions.parse(
@@ -63,9 +64,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         plan_headroom=args.plan_headroom, ladder=args.ladder, **_searched_arch(args.arch),
     )
     recipe_for(options)  # refuse what the method cannot serve before anything runs
+    # an unreadable source or a folder that is not fitcast's is one line at once, before the training stack loads
+    probe(args.input)
+    check_asset_dir(args.output)
     bar, update = _progress_printer("encode", args.quiet)
     if options.ladder:
         return _encode_ladder(args, options, bar, update)
+    from server.pipeline import encode
+
     with bar if bar is not None else _nothing():
         encode(args.input, args.output, options, progress=update)
     report = json.loads((args.output / "report" / "quality.json").read_text())
