@@ -112,21 +112,18 @@ def cached(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes | None
         return None
 
 
-def render(asset_dir: Path, segment: int, frame: int, mode: str) -> tuple[bytes, float]:
-    """The PNG of one frame: from the asset's compare cache, else rendered and kept there; and
-    the seconds rendering took (0 from the cache)."""
+def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
+    """The PNG of one frame: from the asset's compare cache, else rendered and kept there."""
     path = _cache_file(asset_dir, segment, frame, mode)
     if path.is_file():  # rendered while this request waited
-        return path.read_bytes(), 0.0
-    t0 = time.perf_counter()
+        return path.read_bytes()
     with _RENDER:
         png = _render_locked(asset_dir, asset_dir / "sr" / "manifest.json", segment, frame, mode)
-    seconds = time.perf_counter() - t0
     atomic_write_bytes(path, png)
     kept = sorted(path.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
     for old in kept[:-MAX_CACHED]:
         old.unlink(missing_ok=True)
-    return png, seconds
+    return png
 
 
 def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mode: str) -> bytes:
@@ -199,10 +196,19 @@ async def compare_frame(
                                f"{math.ceil(wait)} s (frames already rendered are served at once)", retry_after=wait)
     if _WAITING["n"] >= settings.compare_queue:
         raise RateLimitedError(f"{_WAITING['n']} frames are being rendered: try again shortly", retry_after=2)
+    spent = {"seconds": 0.0}
+
+    def timed() -> bytes:  # on the renderer's thread: its time is what the client is charged, failed or not
+        t0 = time.perf_counter()
+        try:
+            return render(asset_dir, segment, frame, mode)
+        finally:
+            spent["seconds"] = time.perf_counter() - t0
+
     _WAITING["n"] += 1
     try:
-        png, seconds = await asyncio.wrap_future(_RENDERER.submit(render, asset_dir, segment, frame, mode))
+        png = await asyncio.wrap_future(_RENDERER.submit(timed))
     finally:
         _WAITING["n"] -= 1
-    _BUDGET.charge(client, seconds, per_minute)
+        _BUDGET.charge(client, spent["seconds"], per_minute)
     return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
