@@ -104,17 +104,17 @@ def _cache_file(asset_dir: Path, segment: int, frame: int, mode: str) -> Path:
     return asset_dir / "compare" / f"{key}.png"
 
 
-def cached(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes | None:
-    """The PNG of one frame if it was rendered before (for this manifest)."""
-    try:
-        return _cache_file(asset_dir, segment, frame, mode).read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def render(asset_dir: Path, segment: int, frame: int, mode: str) -> bytes:
-    """The PNG of one frame: from the asset's compare cache, else rendered and kept there."""
+def cached(asset_dir: Path, segment: int, frame: int, mode: str) -> tuple[Path, bytes | None]:
+    """Where one frame's PNG is kept, and the PNG if it was rendered before (for this manifest)."""
     path = _cache_file(asset_dir, segment, frame, mode)
+    try:
+        return path, path.read_bytes()
+    except FileNotFoundError:
+        return path, None
+
+
+def render(asset_dir: Path, path: Path, segment: int, frame: int, mode: str) -> bytes:
+    """The PNG of one frame, rendered and kept at ``path`` (its :func:`cached` place)."""
     if path.is_file():  # rendered while this request waited
         return path.read_bytes()
     with _RENDER:
@@ -186,7 +186,7 @@ async def compare_frame(
         if not caller.may_see(job):
             raise NotFoundError(f"no asset {asset_dir.name}")
         client = f"key {caller.owner}"
-    png = await asyncio.to_thread(cached, asset_dir, segment, frame, mode)
+    path, png = await asyncio.to_thread(cached, asset_dir, segment, frame, mode)
     if png is not None:  # rendered before: served like any file, free
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
     per_minute = settings.compare_render_seconds
@@ -201,7 +201,7 @@ async def compare_frame(
     def timed() -> bytes:  # on the renderer's thread: its time is what the client is charged, failed or not
         t0 = time.perf_counter()
         try:
-            return render(asset_dir, segment, frame, mode)
+            return render(asset_dir, path, segment, frame, mode)
         finally:
             spent["seconds"] = time.perf_counter() - t0
 
