@@ -18,7 +18,8 @@ hits them all alike, ``fitcast play --headless`` with the piece as reference:
 
 Per configuration the medians over rounds of fps (median, p5), dropped frames, the PSNR-Y gain
 over lanczos and where each frame's time goes (the main thread: routing, models, stitching; the
-feed thread: decode and the lanczos base).  The machine and its CPU flags head the table.
+feed thread: decode and the base; beside a planned row's main thread, the median the plan
+predicted).  The machine and its CPU flags head the table.
 """
 
 from __future__ import annotations
@@ -127,16 +128,17 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"Measured on {result['machine']}; median of {result['rounds']} rounds run side by side "
              f"(round-robin); planned for and paced at {result['target_fps']:g} fps.", "",
              "| clip | scale | output | player | fps median | fps p5 | dropped | gain over lanczos | of unplanned gain "
-             "| reuse / moved / model patches | main ms | feed ms |",
+             "| reuse / moved / model patches | main ms (predicted) | feed ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         kept = f"{100 * r['kept']:.0f} %" if r.get("kept") is not None else ""
         shares = (f"{100 * r['reuse_share']:.0f} / {100 * r['moved_share']:.0f} / {100 * r['model_share']:.0f} %"
                   if "reuse_share" in r else "")
         gain = "" if r["config"] == "lanczos only" else f"{r['gain_db']:+.2f} dB"
+        main = f"{r['main_ms']:.1f}" + (f" ({r['predicted_ms']:.1f})" if "predicted_ms" in r else "")
         lines.append(f"| {r['clip']} | x{r['scale']} | {r['output']} | {r['config']} | {r['fps_median']:.1f} | "
                      f"{r['fps_p5']:.1f} | {r['dropped']} of {r['frames']} | {gain} | {kept} | {shares} | "
-                     f"{r['main_ms']:.1f} | {r['feed_ms']:.1f} |")
+                     f"{main} | {r['feed_ms']:.1f} |")
     alone = result.get("reuse_alone")
     if alone:
         lines += ["", f"Reuse alone ({alone['clip']}, planned with a budget that binds nothing): "

@@ -228,7 +228,9 @@ def manifest_location(location: str, fetcher: Fetcher) -> str:
         if path.is_dir():
             path = path / "sr" / "manifest.json"
         elif path.suffix == ".m3u8":
-            return _from_master(str(path.resolve()), path.read_text())
+            where = str(path.resolve())
+            text = fetcher.read(where, limit=MAX_PLAYLIST_BYTES).decode(errors="replace")
+            return _from_master(where, text)
         if not path.is_file():
             raise NotFoundError(f"{location}: no fitcast asset here (no sr/manifest.json)")
         return str(path.resolve())

@@ -55,13 +55,26 @@ class RouteCosts:
     move_ms: float  # per patch whose detail moves (reuse with a non-zero vector)
     zero_ms: float  # per patch reset to lanczos
     call_ms: tuple[float, ...]  # per model run (once per frame it has patches)
-    window_ms: tuple[float, ...]  # per patch window through each model
+    window_ms: tuple[float, ...]  # per patch window through each model, the player's paste included
     feed_ms: float = 0.0  # decode and the lanczos base, beside the models (another thread)
 
     def frame(self, counts: list[int], *, moved: int, zeroed: int) -> float:
         """Predicted milliseconds of a frame with ``counts[m]`` windows through model m."""
         ms = self.frame_ms + self.zero_ms * zeroed + self.move_ms * moved
         return ms + sum(c + n * w for c, w, n in zip(self.call_ms, self.window_ms, counts, strict=False) if n)
+
+
+# The player's feed thread decodes and upscales the base beside the models; a base that takes more
+# than this share of the frame interval there starves them (measured on a 2-core AVX2 EPYC, x4 to
+# 1920x1080: with lanczos the feed took 39 ms a frame beside the models, 28 ms alone), so the
+# planner takes bicubic instead, and the profile times the networks beside the base it will take.
+FEED_SHARE = 0.5
+
+
+def auto_base(feed_lanczos_ms: float, feed_bicubic_ms: float, fps: float) -> str:
+    """The base a planned asset's residuals go on at ``fps``: lanczos, unless its feed would take
+    over :data:`FEED_SHARE` of the interval and bicubic's was measured."""
+    return "bicubic" if feed_lanczos_ms > FEED_SHARE * 1000.0 / fps and feed_bicubic_ms > 0 else "lanczos"
 
 
 def conv_macs_per_lr_px(widths: list[int], scale: int) -> int:
@@ -111,9 +124,10 @@ def route_costs(profile: dict[str, Any], *, scale: int, output: tuple[int, int],
     near = min(frames, key=lambda f: abs(np.log(f["output"][0] * f["output"][1] / pixels)))
     grow = pixels / (near["output"][0] * near["output"][1])  # frame work scales with its pixels
     per_patch = near["patches"] / max(1, patches) * grow  # patch work with the pixels of one patch
+    paste = near.get("window_ms", 0.0) * per_patch  # the player's work per window besides the network
     return RouteCosts(frame_ms=near["frame_ms"] * grow, move_ms=near["move_ms"] * per_patch,
                       zero_ms=near["zero_ms"] * per_patch, call_ms=tuple(c for c, _ in model_costs),
-                      window_ms=tuple(w for _, w in model_costs),
+                      window_ms=tuple(w + paste for _, w in model_costs),
                       feed_ms=near.get(f"feed_ms_{base}", near["feed_ms"] if base == "lanczos" else 0.0) * grow)
 
 

@@ -27,7 +27,7 @@ from fitcast.grid import Grid
 from fitcast.manifest import LANCZOS, REUSE
 from fitcast.media import upscale
 from fitcast.metrics import psnr_y
-from fitcast.profile import REFERENCE_PROFILE, RouteCosts, load_profile, route_costs
+from fitcast.profile import REFERENCE_PROFILE, RouteCosts, auto_base, load_profile, route_costs
 from fitcast.rendition import paired_frames
 from fitcast.runtime import OrtSession
 from fitcast.upscale import PlannedUpscaler
@@ -63,10 +63,9 @@ def plan_target(profile_path: Path | None, *, asked_fps: float | None, source_fp
                 headroom: float, base: str = "auto") -> PlanTarget | None:
     """The target of a plan, or None when none is asked for (``target_fps`` 0).
 
-    The base (``auto``): lanczos, unless on this device the lanczos base alone would take over
-    half the frame interval in the player's feed thread; then bicubic, a quarter of the cost
-    (measured on a 2-core AVX2 EPYC, x4 to 1920x1080: with lanczos the feed thread starved the
-    models and playback stayed under 30 fps; README, speed).  Fails early (one line) when the
+    The base (``auto``): :func:`fitcast.profile.auto_base`: lanczos, unless on this device the
+    lanczos base alone would take over half the frame interval in the player's feed thread; then
+    bicubic, a quarter of the cost (README, speed).  Fails early (one line) when the
     device cannot decode and upscale the base at an asked rate; the default rate (the source's)
     is lowered to what the device can feed instead."""
     if asked_fps == 0:
@@ -81,7 +80,7 @@ def plan_target(profile_path: Path | None, *, asked_fps: float | None, source_fp
                            patches=grid.patches, archs=[], base=kind).feed_ms
 
     if base == "auto":
-        base = "bicubic" if feed_ms("lanczos") > 0.5 * 1000.0 / fps and feed_ms("bicubic") > 0 else "lanczos"
+        base = auto_base(feed_ms("lanczos"), feed_ms("bicubic"), fps)
     feed = feed_ms(base)
     can = 1000.0 / (feed / max(1e-6, 1.0 - headroom))
     if fps > can:

@@ -114,6 +114,16 @@ def test_an_oversized_segment_is_not_read_into_memory(asset, tmp_path):
         seg.write_bytes(original)  # the session's playlist check measures every rendition left on disk
 
 
+def test_an_oversized_local_master_playlist_is_not_read(tmp_path):
+    from fitcast.asset import MAX_PLAYLIST_BYTES
+
+    master = tmp_path / "master.m3u8"
+    with open(master, "wb") as f:  # sparse: the size is all it has
+        f.truncate(MAX_PLAYLIST_BYTES + 1)
+    with pytest.raises(TooLargeError, match=str(MAX_PLAYLIST_BYTES)):
+        open_asset(str(master), Fetcher(cache_dir=tmp_path / "cache"))
+
+
 def test_a_swapped_segment_fails_its_sha256(asset, tmp_path):
     a = open_asset(str(asset))
     first, second = a.manifest.segments[:2]

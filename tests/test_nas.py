@@ -179,7 +179,34 @@ def test_plan_costs_are_measured_on_the_runtime_and_predict_a_shipped_network():
     costs = route_costs({"plan": plan}, scale=2, output=(512, 288), window=42, patches=36,
                         archs=[{"name": "espcn_r", "channels": 16, "body": 1}, {"name": "espcn_w", "widths": [32]}])
     own = [r for r in plan["networks"] if r["widths"] == [16, 16]]
-    assert costs.window_ms[0] == pytest.approx(np.polyfit([r["batch"] for r in own], [r["ms"] for r in own], 1)[0]
-                                               * (42 / 40) ** 2, rel=0.35)  # its own timings (a line through them)
+    paste = player["window_ms"] * (12 / 36) * 4  # the player's work per window, scaled to a patch of this asset
+    assert player["window_ms"] > 0
+    assert costs.window_ms[0] - paste == pytest.approx(np.polyfit([r["batch"] for r in own],
+                                                                  [r["ms"] for r in own], 1)[0]
+                                                       * (42 / 40) ** 2, rel=0.35)  # its own timings (a line)
     assert costs.window_ms[1] > 0  # a network the table lacks: the fitted model
     assert costs.frame_ms == pytest.approx(player["frame_ms"] * 4, rel=1e-6)  # 4x the pixels of the timed frame
+    assert {r["feed_base"] for r in plan["networks"]} == {"lanczos"}  # a 256x144 lanczos feed fits
+
+
+def test_networks_are_timed_beside_the_base_the_planner_will_take(monkeypatch):
+    """Where the lanczos feed would take over half a 30 fps interval, the planner takes bicubic, so
+    the networks are timed beside a bicubic feed (beside lanczos they measured 60 % slower)."""
+    import nas.profile as prof
+
+    feeds = {2: (12.0, 3.0), 4: (22.0, 3.2)}  # lanczos, bicubic ms a frame (x4: 1920x1080 here)
+
+    def player(scale, output, *, runs):
+        return {"scale": scale, "output": list(output), "feed_ms_lanczos": feeds[scale][0],
+                "feed_ms_bicubic": feeds[scale][1]}
+
+    timed: dict[int, str] = {}
+
+    def networks(scale, *, base, **_):
+        timed[scale] = base
+        return []
+
+    monkeypatch.setattr(prof, "plan_player", player)
+    monkeypatch.setattr(prof, "plan_networks", networks)
+    prof.plan_section(runtime="ort", precision="int8", scales=(2, 4), runs=1, say=lambda _: None)
+    assert timed == {2: "lanczos", 4: "bicubic"}
