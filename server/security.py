@@ -137,6 +137,32 @@ async def _problem(send: Send, status: int, title: str, detail: str, *, slug: st
     await send({"type": "http.response.body", "body": body})
 
 
+class TokenBuckets:
+    """A token bucket per client: up to ``capacity`` tokens, refilled at ``rate`` a second; a
+    client never seen holds a full bucket.  A spend may take a bucket below zero (work charged
+    after it ran); the client then waits until it is refilled.  Beyond ``max_clients`` the
+    clients whose buckets are full again are forgotten (they start full anyway)."""
+
+    def __init__(self, capacity: float, rate: float, *, max_clients: int) -> None:
+        self.capacity, self.rate, self.max_clients = float(capacity), float(rate), max_clients
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+
+    def level(self, client: str, now: float) -> float:
+        tokens, then = self.buckets.get(client, (self.capacity, now))
+        return min(self.capacity, tokens + (now - then) * self.rate)
+
+    def wait(self, client: str, tokens: float) -> float:
+        """Seconds until ``client`` holds ``tokens`` (0: it does now)."""
+        short = tokens - self.level(client, time.monotonic())
+        return max(0.0, short / self.rate)
+
+    def spend(self, client: str, tokens: float) -> None:
+        now = time.monotonic()
+        self.buckets[client] = (self.level(client, now) - tokens, now)
+        if len(self.buckets) > self.max_clients:
+            self.buckets = {c: b for c, b in self.buckets.items() if self.level(c, now) < self.capacity}
+
+
 class RateLimitMiddleware:
     """A token bucket per client on the management API (``/v1/assets`` and below, the asset
     files excepted: players fetch those in bursts and they are plain file reads).  The client is
@@ -149,8 +175,8 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, *, rate: float, burst: int, delay: float = 0.0) -> None:
         self.app = app
-        self.rate, self.burst, self.delay = rate, burst, delay
-        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last refill)
+        self.delay = delay
+        self.buckets = TokenBuckets(burst, rate, max_clients=100_000)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -176,16 +202,10 @@ class RateLimitMiddleware:
 
     def _take(self, client: str) -> float:
         """Seconds to wait before ``client`` may call again (0: it may now, and a token is spent)."""
-        now = time.monotonic()
-        tokens, last = self.buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self.buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self.buckets[client] = (tokens - 1.0, now)
-        if len(self.buckets) > 100_000:  # forget idle clients rather than grow without bound
-            self.buckets = {c: b for c, b in self.buckets.items() if now - b[1] < 60}
-        return 0.0
+        wait = self.buckets.wait(client, 1.0)
+        if wait == 0:
+            self.buckets.spend(client, 1.0)
+        return wait
 
 
 class BoundedH11Protocol(H11Protocol):

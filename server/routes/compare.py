@@ -36,7 +36,7 @@ from fitcast.errors import ForbiddenError, NotFoundError, RateLimitedError
 from fitcast.storage import atomic_write_bytes, sha256_file
 from server import problems
 from server.deps import AssetDirDep, KeysDep, SettingsDep, StoreDep, principal
-from server.security import check_playback_token
+from server.security import TokenBuckets, check_playback_token
 
 router = APIRouter(prefix="/v1/assets", tags=["compare"])
 # An upscaler reuses its buffers frame after frame: one render at a time per process, on its own thread.
@@ -46,31 +46,12 @@ _WAITING = {"n": 0}
 MAX_CACHED = 256  # frames kept per asset (the oldest go first)
 
 
-class RenderBudget:
+@lru_cache(maxsize=4)
+def _budget(per_minute: float) -> TokenBuckets:
     """Seconds of rendering per client: a bucket holding one minute's allowance, refilled at
     ``per_minute / 60`` a second; a render is charged after it ran, so the bucket can go below
     zero, and a client waits until it is above zero again."""
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (seconds left, when)
-
-    def _left(self, client: str, per_minute: float, now: float) -> float:
-        left, then = self.buckets.get(client, (per_minute, now))
-        return min(per_minute, left + (now - then) * per_minute / 60.0)
-
-    def wait(self, client: str, per_minute: float) -> float:
-        """Seconds ``client`` must wait before its next render (0: it may render now)."""
-        left = self._left(client, per_minute, time.monotonic())
-        return 0.0 if left > 0 else -left * 60.0 / per_minute + 0.01
-
-    def charge(self, client: str, seconds: float, per_minute: float) -> None:
-        now = time.monotonic()
-        self.buckets[client] = (self._left(client, per_minute, now) - seconds, now)
-        if len(self.buckets) > 10_000:  # forget clients whose bucket is full again
-            self.buckets = {c: b for c, b in self.buckets.items() if self._left(c, per_minute, now) < per_minute}
-
-
-_BUDGET = RenderBudget()
+    return TokenBuckets(per_minute, per_minute / 60.0, max_clients=10_000)
 
 
 @lru_cache(maxsize=8)
@@ -190,8 +171,10 @@ async def compare_frame(
     if png is not None:  # rendered before: served like any file, free
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
     per_minute = settings.compare_render_seconds
-    wait = _BUDGET.wait(client, per_minute)
+    budget = _budget(per_minute)
+    wait = budget.wait(client, 0.0)
     if wait > 0:
+        wait += 0.01  # past the moment the bucket is empty: above zero
         raise RateLimitedError(f"this client used its {per_minute:g} s of frame rendering a minute: retry in "
                                f"{math.ceil(wait)} s (frames already rendered are served at once)", retry_after=wait)
     if _WAITING["n"] >= settings.compare_queue:
@@ -210,5 +193,5 @@ async def compare_frame(
         png = await asyncio.wrap_future(_RENDERER.submit(timed))
     finally:
         _WAITING["n"] -= 1
-        _BUDGET.charge(client, spent["seconds"], per_minute)
+        budget.spend(client, spent["seconds"])
     return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
