@@ -95,7 +95,7 @@ def run(pieces: list[tuple[str, Path, Path]], *, rounds: int, target_fps: float,
                         "reuse_share": shares.get("reuse", 0.0), "moved_share": shares.get("reuse-moved", 0.0),
                         "model_share": 1.0 - shares.get("reuse", 0.0) - shares.get("lanczos", 0.0),
                         "predicted_ms": plan["predicted_ms"]["median"],
-                        "degradations": int(np.median([len(r.get("degradations", [])) for r in reps]))}
+                        "shed_share": float(np.median([r.get("shed", {}).get("share", 0.0) for r in reps]))}
             rows.append(row)
     return {"machine": machine(), "rounds": rounds, "target_fps": target_fps, "rows": rows}
 
@@ -128,16 +128,17 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"Measured on {result['machine']}; median of {result['rounds']} rounds run side by side "
              f"(round-robin); planned for and paced at {result['target_fps']:g} fps.", "",
              "| clip | scale | output | player | fps median | fps p5 | dropped | gain over lanczos | of unplanned gain "
-             "| reuse / moved / model patches | main ms (predicted) | feed ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| reuse / moved / model patches | model windows shed | main ms (predicted) | feed ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         kept = f"{100 * r['kept']:.0f} %" if r.get("kept") is not None else ""
         shares = (f"{100 * r['reuse_share']:.0f} / {100 * r['moved_share']:.0f} / {100 * r['model_share']:.0f} %"
                   if "reuse_share" in r else "")
         gain = "" if r["config"] == "lanczos only" else f"{r['gain_db']:+.2f} dB"
         main = f"{r['main_ms']:.1f}" + (f" ({r['predicted_ms']:.1f})" if "predicted_ms" in r else "")
+        shed = f"{100 * r['shed_share']:.0f} %" if "shed_share" in r else ""
         lines.append(f"| {r['clip']} | x{r['scale']} | {r['output']} | {r['config']} | {r['fps_median']:.1f} | "
-                     f"{r['fps_p5']:.1f} | {r['dropped']} of {r['frames']} | {gain} | {kept} | {shares} | "
+                     f"{r['fps_p5']:.1f} | {r['dropped']} of {r['frames']} | {gain} | {kept} | {shares} | {shed} | "
                      f"{main} | {r['feed_ms']:.1f} |")
     alone = result.get("reuse_alone")
     if alone:

@@ -32,6 +32,10 @@ class FrameChoice:
     motion: np.ndarray  # int8 [gh, gw, 2]
     predicted_ms: float
     error: float  # the chosen routes' summed squared error (the planner's objective)
+    # uint16 [gh, gw]: on model patches, 1 + the rank of the patch's last upgrade in the order the
+    # budget took them (1: the most error removed per millisecond); 0 elsewhere.  A player short of
+    # time sheds the highest ranks first (``client.realtime.WorkShedder``).
+    order: np.ndarray
 
 
 def choose_routes(lanczos_err: np.ndarray, reuse_err: np.ndarray, reuse_motion: np.ndarray, model_err: np.ndarray,
@@ -63,6 +67,8 @@ def choose_routes(lanczos_err: np.ndarray, reuse_err: np.ndarray, reuse_motion: 
     used = np.zeros(len(costs.window_ms), bool)
     at = np.full(n, -1)  # the model each patch has now
     err = free_err.copy()
+    order = np.zeros(n, np.int64)
+    taken = 0
     for patch, frm, model, d_err, d_cost in steps:
         if at[patch] != frm:
             continue  # the step before it on this patch's hull was not taken
@@ -74,8 +80,20 @@ def choose_routes(lanczos_err: np.ndarray, reuse_err: np.ndarray, reuse_motion: 
         at[patch] = model
         err[patch] -= d_err
         codes[patch], motion[patch] = model + 2, 0
+        taken += 1
+        order[patch] = taken
     choice_codes, choice_motion = codes.reshape(shape), motion.reshape(*shape, 2)
-    return FrameChoice(choice_codes, choice_motion, predicted_ms(costs, choice_codes, choice_motion), float(err.sum()))
+    ranks = _dense_ranks(order).reshape(shape)
+    return FrameChoice(choice_codes, choice_motion, predicted_ms(costs, choice_codes, choice_motion), float(err.sum()),
+                       ranks)
+
+
+def _dense_ranks(order: np.ndarray) -> np.ndarray:
+    """``order`` (0: no model, else the step that last upgraded the patch) as ranks 1..K, uint16."""
+    out = np.zeros(order.shape, np.uint16)
+    chosen = np.flatnonzero(order)
+    out[chosen[np.argsort(order[chosen], kind="stable")]] = np.minimum(np.arange(1, chosen.size + 1), 0xFFFF)
+    return out
 
 
 def predicted_ms(costs: RouteCosts, codes: np.ndarray, motion: np.ndarray) -> float:

@@ -101,14 +101,14 @@ class RungPlayer:
         m = self.asset.manifest
         aseg = m.segments[index]
         labels = self.asset.labels(aseg)
-        codes = motion = None
+        codes = motion = order = None
         if self.renderer.planned:
-            codes, motion = self.asset.plan(aseg)
+            codes, motion, order = self.asset.plan(aseg)
         out = []
         for j, lr in enumerate(decoded):
             base = upscale(lr, m.scale, self.renderer.base)
             frame = Frame(aseg, j, lr, base, labels[j], None if codes is None else codes[j],
-                          None if motion is None else motion[j], 0.0)
+                          None if motion is None else motion[j], None if order is None else order[j], 0.0)
             out.append(self.renderer.render(frame, None).copy())
         return out
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from client.realtime import DegradePolicy, PresentationClock
+from client.realtime import DegradePolicy, Pacing, PresentationClock, WorkShedder
 from client.report import PlaybackStats
 from client.viewer import Viewer
 from fitcast.asset import Asset, Fetcher, open_asset
@@ -74,6 +74,7 @@ class Frame(NamedTuple):
     labels: np.ndarray  # uint8 [gh, gw]
     codes: np.ndarray | None  # the plan's route codes, uint8 [gh, gw] (planned assets)
     motion: np.ndarray | None  # the plan's motion vectors, int8 [gh, gw, 2]
+    order: np.ndarray | None  # the plan's ranks of model patches, uint16 [gh, gw] (None: an older plan)
     feed_seconds: float  # the feed thread's work on it: decode and the lanczos base
 
 
@@ -117,9 +118,9 @@ class FrameFeed:
                 if self._keep:
                     self.segments.append(data)
                 labels = asset.labels(seg)
-                codes = motion = None
+                codes = motion = order = None
                 if planned:
-                    codes, motion = asset.plan(seg)
+                    codes, motion, order = asset.plan(seg)
                 frames = iter_frames(io.BytesIO(init + data), fmt="mp4", max_frames=seg.frames,
                                      max_pixels=m.lr[0] * m.lr[1])
                 for j in range(seg.frames):
@@ -134,7 +135,8 @@ class FrameFeed:
                                          f"says {m.lr[0]}x{m.lr[1]}")
                     base = upscale(lr, m.scale, base_kind)
                     frame = Frame(seg, j, lr, base, labels[j], None if codes is None else codes[j],
-                                  None if motion is None else motion[j], time.perf_counter() - t0)
+                                  None if motion is None else motion[j], None if order is None else order[j],
+                                  time.perf_counter() - t0)
                     if not self._put(frame):
                         return
                     sent += 1
@@ -197,6 +199,7 @@ class Renderer:
         self.planned = m.plan is not None and options.plan and options.sr
         self.sr = options.sr
         self.base, self.scale = (m.base if options.sr else LANCZOS), m.scale  # the baseline player is lanczos
+        self.headroom = m.plan.headroom if m.plan is not None else 0.0
         if self.planned:
             assert m.plan is not None
             self.upscaler: Any = PlannedUpscaler(m.grid(), sessions, m.plan.routes)
@@ -205,20 +208,29 @@ class Renderer:
             self.upscaler = RoutedUpscaler.for_manifest(m, sessions)
         self.route_counts: dict[str, int] = {}
 
-    def render(self, frame: Frame, policy: DegradePolicy | None) -> np.ndarray:
+    def render(self, frame: Frame, policy: DegradePolicy | None, shedder: WorkShedder | None = None,
+               allowed_ms: float | None = None) -> np.ndarray:
+        """Frame ``frame`` upscaled: a planned asset's plan (less what ``shedder`` sheds to fit
+        ``allowed_ms``), else its groups' routes (at the level of ``policy``)."""
         if self.planned:
             assert frame.codes is not None and frame.motion is not None
             if frame.position == 0:
                 self.upscaler.reset()
-            skip = frozenset(self.models[len(self.models) - policy.level:]) if policy and policy.level else frozenset()
+            shed = shedder.shed(frame.codes, frame.order, allowed_ms) if shedder is not None else None
             for code, count in zip(*np.unique(frame.codes, return_counts=True), strict=False):
                 route = self.upscaler.routes[int(code)]
                 self.route_counts[route] = self.route_counts.get(route, 0) + int(count)
-            return self.upscaler.upscale(frame.lr, frame.base, frame.codes, frame.motion, skip_models=skip)
+            return self.upscaler.upscale(frame.lr, frame.base, frame.codes, frame.motion, shed=shed)
         routes = frame.segment.routes if self.sr else {label: LANCZOS for label in frame.segment.routes}
         if policy is not None:
             routes = policy.routes(routes)
         return self.upscaler.upscale(frame.lr, frame.labels, routes, frame.base)
+
+    def shedder(self) -> WorkShedder | None:
+        """The safety net of a planned asset (None for an unplanned one)."""
+        if not self.planned:
+            return None
+        return WorkShedder({code: r for code, r in enumerate(self.upscaler.routes) if r in self.models})
 
     def shares(self) -> dict[str, float]:
         total = sum(self.route_counts.values())
@@ -261,17 +273,19 @@ def play(
     writer = VideoWriter(video_out, m.hr[0], m.hr[1], m.fps, crf=options.out_crf) if video_out else None
     viewer = None if options.headless else Viewer(f"fitcast {m.asset_id}")
     # 4. real time: frames due at the target rate, a queue of frames ahead, degradation as the safety net
-    clock = PresentationClock(1.0 / options.target_fps, options.queue, options.queue // 2) if options.target_fps \
-        else None
-    policy = DegradePolicy(interval=1.0 / options.target_fps, k=len(renderer.models) if renderer.planned else m.k) \
-        if options.target_fps else None
+    pacing = None
+    if options.target_fps:
+        interval = 1.0 / options.target_fps
+        pacing = Pacing(PresentationClock(interval, options.queue, options.queue // 2),
+                        policy=None if renderer.planned else DegradePolicy(interval=interval, k=m.k),
+                        shedder=renderer.shedder(), headroom=renderer.headroom)
     stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=m.hr)
     # 5. the frames: decoded and based ahead in the feed thread, upscaled here
     feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, base=renderer.base,
                      start_segment=options.start_segment,
                      keep_segments=with_audio)
     try:
-        _play_frames(feed, renderer, stats, clock, policy, ref_iter, writer, viewer, on_frame, total, sink)
+        _play_frames(feed, renderer, stats, pacing, ref_iter, writer, viewer, on_frame, total, sink)
     finally:
         feed.close()
         if writer is not None:
@@ -284,11 +298,11 @@ def play(
             mux_audio(video_out, io.BytesIO(init + b"".join(feed.segments)), options.out)
         finally:
             video_out.unlink(missing_ok=True)
-    return _report(m, stats, clock, policy, renderer, runtime, precision, options)
+    return _report(m, stats, pacing, renderer, runtime, precision, options)
 
 
-def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, clock: PresentationClock | None,
-                 policy: DegradePolicy | None, ref_iter: Iterator[np.ndarray] | None, writer: VideoWriter | None,
+def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, pacing: Pacing | None,
+                 ref_iter: Iterator[np.ndarray] | None, writer: VideoWriter | None,
                  viewer: Viewer | None, on_frame: Callable[[int, int], None] | None, total: int,
                  sink: Callable[[Frame, np.ndarray], None] | None) -> None:
     current, seg_stats, played = None, None, 0
@@ -297,9 +311,14 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
     for frame in feed:
         if frame.segment is not current:
             current, seg_stats = frame.segment, stats.segment(frame.segment.index)
-        if clock is not None:  # a queue slot must be free: waiting for the screen is not upscaling
-            t_prev += clock.wait_for_slot(played)
-        hr = renderer.render(frame, policy)
+        if pacing is not None:  # a queue slot must be free: waiting for the screen is not upscaling
+            t_prev += pacing.clock.wait_for_slot(played)
+        t_render = time.perf_counter()
+        if pacing is None:
+            hr = renderer.render(frame, None)
+        else:  # the time this frame has, by the planner's rule (planned assets)
+            hr = renderer.render(frame, pacing.policy, pacing.shedder,
+                                 pacing.allowed_ms(played, t_render, first_of_segment=frame.position == 0))
         if writer is not None:
             writer.write(hr)
         if sink is not None:
@@ -310,18 +329,17 @@ def _play_frames(feed: FrameFeed, renderer: Renderer, stats: PlaybackStats, cloc
         seg_stats.frame_seconds.append(max(t_now - t_prev, frame.feed_seconds))
         seg_stats.main_seconds.append(t_now - t_prev)
         seg_stats.feed_seconds.append(frame.feed_seconds)
-        if clock is not None and policy is not None:
-            behind = clock.done(played, t_now)
-            if played > 0:  # the first frame also waited for the first segment: start-up, not upscaling
-                policy.observe(played, behind, t_now - t_prev)
+        if pacing is not None:
+            pacing.done(played, t_now, frame_seconds=t_now - t_prev, render_seconds=t_now - t_render,
+                        model_seconds=renderer.upscaler.model_seconds if renderer.planned else ())
         if ref_iter is not None:
             t_ref = time.perf_counter()
             ref = next_reference(ref_iter, hr.shape, "asset")
             seg_stats.psnr_sr.append(psnr_y(hr, ref))
             lanczos = frame.base if base_is_lanczos else upscale(frame.lr, renderer.scale, "lanczos")
             seg_stats.psnr_lanczos.append(psnr_y(lanczos, ref))
-            if clock is not None:
-                clock.pause(time.perf_counter() - t_ref)
+            if pacing is not None:
+                pacing.clock.pause(time.perf_counter() - t_ref)
         if viewer is not None:
             psnr = (seg_stats.psnr_sr[-1], seg_stats.psnr_lanczos[-1]) if seg_stats.psnr_sr else None
             if not viewer.show(hr, frame.base, t_now - t_prev, psnr):
@@ -343,10 +361,10 @@ def next_reference(ref_iter: Iterator[np.ndarray], shape: tuple[int, ...], what:
     return ref
 
 
-def _report(m: Manifest, stats: PlaybackStats, clock: PresentationClock | None, policy: DegradePolicy | None,
-            renderer: Renderer, runtime: Choice, precision: Choice, options: PlayOptions) -> dict:
-    if clock is not None:
-        stats.dropped_frames = clock.dropped
+def _report(m: Manifest, stats: PlaybackStats, pacing: Pacing | None, renderer: Renderer, runtime: Choice,
+            precision: Choice, options: PlayOptions) -> dict:
+    if pacing is not None:
+        stats.dropped_frames = pacing.clock.dropped
     report = stats.to_dict()
     report["precision"] = precision.value
     report["choices"] = {"runtime": runtime.to_dict(), "precision": precision.to_dict()}
@@ -356,9 +374,9 @@ def _report(m: Manifest, stats: PlaybackStats, clock: PresentationClock | None, 
                           "predicted_ms": m.plan.predicted_ms,
                           "measured_ms": {"median": round(1000 / report["fps_median"], 3)} if report["fps_median"]
                           else None}
-    if options.target_fps:
+    if pacing is not None:
         report["target_fps"] = options.target_fps
-        report["degradations"] = policy.events if policy else []
+        report |= pacing.report()
     if options.report is not None:
         from fitcast.storage import atomic_write_text
 

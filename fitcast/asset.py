@@ -26,7 +26,7 @@ import numpy as np
 import stamina
 
 from fitcast.errors import FetchError, IntegrityError, NotFoundError, TooLargeError, UnsafeLocationError
-from fitcast.grid import load_labels, load_plan
+from fitcast.grid import Plan, load_labels, load_plan
 from fitcast.machine import cache_dir as cache_dir_default
 from fitcast.manifest import (
     MAX_MANIFEST_BYTES,
@@ -105,8 +105,8 @@ class Asset:
         return load_labels(self.read(seg.labels_uri, seg.labels_sha256), frames=seg.frames,
                            shape=self.manifest.grid().shape)
 
-    def plan(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
-        """A planned segment's route codes and motion vectors, checked against the manifest."""
+    def plan(self, seg: Segment) -> Plan:
+        """A planned segment's route codes, motion vectors and model ranks, checked against the manifest."""
         m = self.manifest
         if m.plan is None or seg.plan_uri is None or seg.plan_sha256 is None:
             raise NotFoundError(f"segment {seg.index} has no plan")

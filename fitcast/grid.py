@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -119,15 +120,19 @@ def save_labels(labels: np.ndarray) -> bytes:
 MAX_MAP_BYTES = 256 << 20  # what a label or plan map may inflate to (a 4K x4 segment's map is under 1 MB)
 
 
-def _npz_arrays(data: bytes, what: str, want: dict[str, tuple[np.dtype, tuple[int, ...] | None]]) -> list[np.ndarray]:
+def _npz_arrays(data: bytes, what: str, want: dict[str, tuple[np.dtype, tuple[int, ...] | None]],
+                optional: frozenset[str] = frozenset()) -> list[np.ndarray | None]:
     """The arrays ``want`` names from an ``.npz`` file that came from a server, checked *before*
     they are inflated: each member's dtype and shape from its header (when ``want`` gives a
     shape), and its stored size against what that shape needs, so a small file cannot inflate
-    into a large allocation."""
+    into a large allocation.  A name in ``optional`` that the file lacks comes back as None."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            out = []
+            out: list[np.ndarray | None] = []
             for name, (dtype, shape) in want.items():
+                if name in optional and name not in npz.files:
+                    out.append(None)
+                    continue
                 info = npz.zip.getinfo(f"{name}.npy")
                 with npz.zip.open(info) as member:
                     version = np.lib.format.read_magic(member)
@@ -156,28 +161,50 @@ def load_labels(data: bytes, *, frames: int | None = None, shape: tuple[int, int
     have exactly that shape, checked before it is inflated."""
     want = (frames, *shape) if frames is not None and shape is not None else None
     (labels,) = _npz_arrays(data, "label map", {"labels": (np.dtype(np.uint8), want)})
+    assert labels is not None  # not optional
     if labels.ndim != 3:
         raise InvalidInputError(f"label map has shape {labels.shape} and dtype {labels.dtype}")
     return labels
 
 
-def save_plan(codes: np.ndarray, motion: np.ndarray, predicted_ms: np.ndarray) -> bytes:
+class Plan(NamedTuple):
+    """One segment's plan as the player reads it."""
+
+    codes: np.ndarray  # uint8 [frames, gh, gw]: route codes, indices into the manifest's plan routes
+    motion: np.ndarray  # int8 [frames, gh, gw, 2]: (dy, dx) HR pixels, used by reuse
+    order: np.ndarray | None  # uint16 [frames, gh, gw]: model patches' ranks (1: most valuable); None in older plans
+
+
+def save_plan(codes: np.ndarray, motion: np.ndarray, predicted_ms: np.ndarray,
+              order: np.ndarray | None = None) -> bytes:
     """Serialise a segment's plan: route codes ``uint8[frames, gh, gw]``, motion vectors
-    ``int8[frames, gh, gw, 2]`` (dy, dx in HR pixels, used by reuse) and the predicted
-    milliseconds of each frame, as a compressed ``.npz``."""
+    ``int8[frames, gh, gw, 2]`` (dy, dx in HR pixels, used by reuse), the predicted
+    milliseconds of each frame and, optionally, the rank of every model patch in the order the
+    planner's budget took them (``uint16[frames, gh, gw]``, 0 off models), as a compressed ``.npz``."""
     codes, motion = np.asarray(codes), np.asarray(motion)
     if codes.ndim != 3 or codes.dtype != np.uint8 or motion.shape != (*codes.shape, 2) or motion.dtype != np.int8:
         raise ValueError(f"a plan is uint8[f, gh, gw] codes and int8[f, gh, gw, 2] motion, got "
                          f"{codes.dtype}{list(codes.shape)} and {motion.dtype}{list(motion.shape)}")
+    extra: dict[str, np.ndarray] = {}
+    if order is not None:
+        order = np.asarray(order)
+        if order.shape != codes.shape or order.dtype != np.uint16:
+            raise ValueError(f"a plan's order is uint16{list(codes.shape)}, got {order.dtype}{list(order.shape)}")
+        extra["order"] = order
     buf = io.BytesIO()
-    np.savez_compressed(buf, codes=codes, motion=motion, predicted_ms=np.asarray(predicted_ms, np.float32))
+    np.savez_compressed(buf, codes=codes, motion=motion, predicted_ms=np.asarray(predicted_ms, np.float32),
+                        **extra)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
-def load_plan(data: bytes, *, frames: int, shape: tuple[int, int], routes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`save_plan` (codes, motion), checked against what the manifest says."""
-    codes, motion = _npz_arrays(data, "plan map", {"codes": (np.dtype(np.uint8), (frames, *shape)),
-                                                   "motion": (np.dtype(np.int8), (frames, *shape, 2))})
+def load_plan(data: bytes, *, frames: int, shape: tuple[int, int], routes: int) -> Plan:
+    """Inverse of :func:`save_plan`, checked against what the manifest says (``order`` is None
+    in plans made before it was written)."""
+    codes, motion, order = _npz_arrays(data, "plan map", {"codes": (np.dtype(np.uint8), (frames, *shape)),
+                                                          "motion": (np.dtype(np.int8), (frames, *shape, 2)),
+                                                          "order": (np.dtype(np.uint16), (frames, *shape))},
+                                       optional=frozenset({"order"}))
+    assert codes is not None and motion is not None
     if codes.size and int(codes.max()) >= routes:
         raise InvalidInputError(f"plan map uses route code {int(codes.max())}, the plan has {routes} routes")
-    return codes, motion
+    return Plan(codes, motion, order)

@@ -8,6 +8,7 @@ identical pixels.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -186,6 +187,7 @@ class PlannedUpscaler:
         self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
         self._residuals = np.empty((n, ps, ps, 3), np.float32)
         self.out = np.empty((grid.lr_h * grid.scale, grid.lr_w * grid.scale, 3), np.uint8)
+        self.model_seconds: list[tuple[str, int, float]] = []  # of the last frame (see upscale)
 
     def reset(self) -> None:
         """Start of a segment: no detail to carry over."""
@@ -205,10 +207,13 @@ class PlannedUpscaler:
         return view[m + rows * ps + dy, m + cols * ps + dx].transpose(0, 2, 3, 1).copy()
 
     def upscale(self, lr: np.ndarray, base: np.ndarray, codes: np.ndarray, motion: np.ndarray | None = None,
-                *, skip_models: frozenset[str] = frozenset()) -> np.ndarray:
+                *, shed: np.ndarray | None = None) -> np.ndarray:
         """The HR frame for ``codes`` (uint8 ``[gh, gw]``, indices into ``routes``) and ``motion``
         (int8 ``[gh, gw, 2]``, used by reuse); a view into a reused buffer: copy it to keep it.
-        ``skip_models`` (the player's safety net) leaves those models' patches as reused detail."""
+        ``shed`` (bool ``[gh, gw]``, the player's safety net) marks model patches whose model is
+        not run this frame: they keep the detail they had.  ``model_seconds`` then lists
+        (model, windows, seconds) of every model run."""
+        self.model_seconds = []
         if motion is not None and self.reuse_code >= 0:
             rows, cols = np.nonzero((codes == self.reuse_code) & motion.any(axis=-1))
             if rows.size:  # read every moved block before anything is overwritten
@@ -218,13 +223,16 @@ class PlannedUpscaler:
         if self.models:
             windows = None
             for code, model_id in self.models:
-                if model_id in skip_models:
-                    continue
-                rows, cols = np.nonzero(codes == code)
+                mask = codes == code
+                if shed is not None:
+                    mask &= ~shed
+                rows, cols = np.nonzero(mask)
                 if rows.size == 0:
                     continue
                 if windows is None:
                     windows = self.grid.windows(self.grid.pad(lr))
+                t0 = time.perf_counter()
                 self.blocks[rows, cols] = self.model_residuals(model_id, windows[rows, cols])
+                self.model_seconds.append((model_id, int(rows.size), time.perf_counter() - t0))
         h, w = self.out.shape[:2]
         return cv2.add(base, self.canvas[:h, :w], dst=self.out, dtype=cv2.CV_8U)

@@ -524,7 +524,7 @@ def publish(sr_dir: Path, asset_id: str, src: Source, rendition: Rendition, anal
                               sha256=sha256_file(hls / seg.uri), bytes=(hls / seg.uri).stat().st_size)
             if plan is not None:
                 planned = plan.segments[seg.index]
-                data = save_plan(planned.codes, planned.motion, planned.predicted_ms)
+                data = save_plan(planned.codes, planned.motion, planned.predicted_ms, planned.order)
                 path, digest = put_content(tmp / "plans", data, "npz")
                 plan_bytes += len(data)
                 segment.plan_uri, segment.plan_sha256 = f"plans/{path.name}", digest

@@ -98,6 +98,7 @@ class PlannedSegment:
     motion: np.ndarray  # int8 [frames, gh, gw, 2]
     predicted_ms: np.ndarray  # float32 [frames]
     psnr: list[float]
+    order: np.ndarray  # uint16 [frames, gh, gw]: model patches' ranks (chunking.planner.FrameChoice.order)
 
 
 @dataclass
@@ -143,10 +144,10 @@ def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], targ
     segments, t, late = [], 0, 0
     for _, lr_frames, hr_frames in paired_frames(src.path, src.crop, rendition.hls, rendition.segments):
         up.reset()
-        codes, vectors, predicted, psnr = [], [], [], []
+        codes, vectors, predicted, psnr, order = [], [], [], [], []
         for j, (lr, hr) in enumerate(zip(lr_frames, hr_frames, strict=False)):
             frame_base = upscale(lr, grid.scale, base)
-            candidates = motion.vectors(hr_frames[j - 1], hr) if j else None
+            candidates = motion.candidates(hr_frames[j - 1], hr, vectors[-1]) if j else None
             errors = route_errors(up, [m.id for m in models], lr, frame_base, hr, candidates)
             choice = choose_routes(*errors, costs, clock.budget(t, first_of_segment=j == 0))
             late += clock.finish(t, choice.predicted_ms)
@@ -154,10 +155,12 @@ def plan_frames(src: Any, rendition: Any, analysis: Any, models: list[Any], targ
             codes.append(choice.codes)
             vectors.append(choice.motion)
             predicted.append(choice.predicted_ms)
+            order.append(choice.order)
             psnr.append(psnr_y(frame, hr))
             t += 1
             progress(t / rendition.frames)
-        segments.append(PlannedSegment(np.stack(codes), np.stack(vectors), np.array(predicted, np.float32), psnr))
+        segments.append(PlannedSegment(np.stack(codes), np.stack(vectors), np.array(predicted, np.float32), psnr,
+                                        np.stack(order)))
     return PlanResult(target, routes, costs, segments, late)
 
 
@@ -166,7 +169,8 @@ def route_errors(up: PlannedUpscaler, model_ids: list[str], lr: np.ndarray, base
     """Per-patch squared Y errors of every route for one frame, from the upscaler's current canvas
     (the last frame's detail): (lanczos ``[gh, gw]``, reuse ``[C, gh, gw]`` with their vectors
     ``[C, gh, gw, 2]``, models ``[M, gh, gw]``).  No reuse on a segment's first frame
-    (``candidates`` None); else reuse in place and along ``candidates``."""
+    (``candidates`` None); else reuse in place and along each field of ``candidates``
+    (``[K, gh, gw, 2]``, :meth:`chunking.motion.MotionEstimator.candidates`)."""
     grid = up.grid
     lanczos = patch_sse_y(base, hr, grid)
     rows, cols = np.nonzero(np.ones(grid.shape, bool))
@@ -180,9 +184,9 @@ def route_errors(up: PlannedUpscaler, model_ids: list[str], lr: np.ndarray, base
     h, w = base.shape[:2]
     reuse_err = [patch_sse_y(cv2.add(base, up.canvas[:h, :w], dtype=cv2.CV_8U), hr, grid)]
     vectors = [still]
-    if candidates.any():
-        reuse_err.append(_sse_with(base, hr, grid, up.moved(rows, cols, candidates[rows, cols])))
-        vectors.append(candidates)
+    for vf in candidates:
+        reuse_err.append(_sse_with(base, hr, grid, up.moved(rows, cols, vf[rows, cols])))
+        vectors.append(vf)
     return lanczos, np.stack(reuse_err), np.stack(vectors), models
 
 

@@ -34,9 +34,14 @@ def test_a_planned_asset_says_what_it_was_planned_for(planned_asset):
     plan = report["plan"]
     assert plan["late_frames_predicted"] == 0 and len(plan["predicted_frame_ms"]) == 30
     assert abs(sum(plan["route_shares"][r] for r in m.plan.routes) - 1.0) < 1e-9
-    for codes, motion in plans:
+    models = [c for c, route in enumerate(m.plan.routes) if route not in ("lanczos", REUSE)]
+    for codes, motion, order in plans:
         assert not (codes[0] == REUSE_CODE).any()  # a segment's first frame never reuses
         assert codes.shape == (15, *m.grid().shape) and motion.dtype == np.int8
+        on_model = np.isin(codes, models)  # every model patch has a rank, 1..K per frame; nothing else has one
+        assert (order[~on_model] == 0).all()
+        for f in range(codes.shape[0]):
+            assert sorted(order[f][on_model[f]].tolist()) == list(range(1, int(on_model[f].sum()) + 1))
 
 
 def test_the_plan_keeps_within_its_budget_on_the_profiles_own_costs(planned_asset):
@@ -117,3 +122,40 @@ def test_readers_refuse_what_they_cannot_play_in_one_line(planned_asset, tmp_pat
     out = subprocess.run([sys.executable, "-m", "fitcast", "play", str(bad), "--headless"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and "fitcast/3" in out.stderr
+
+
+class _SlowCountingSession:
+    """A model that takes ``ms_per_window`` a window beyond its real work, counting windows run."""
+
+    windows = 0
+
+    def __init__(self, inner, ms_per_window):
+        self.inner, self.delay = inner, ms_per_window / 1000
+
+    def run(self, x):
+        import time
+
+        _SlowCountingSession.windows += x.shape[0]
+        time.sleep(self.delay * x.shape[0])
+        return self.inner.run(x)
+
+
+def test_a_planned_asset_too_slow_here_sheds_its_least_valuable_windows_and_shows_every_frame(
+        planned_asset, monkeypatch, tmp_path):
+    import client.player as player
+
+    real_open = player.open_session
+    monkeypatch.setattr(player, "open_session", lambda *a, **kw: _SlowCountingSession(real_open(*a, **kw), 4.0))
+    monkeypatch.setattr(_SlowCountingSession, "windows", 0)
+    r = play(str(planned_asset), PlayOptions(target_fps=30), fetcher=Fetcher(tmp_path / "c"))
+    assert r["frames"] == 30 and r["planned"] and r["degradations"] == []  # no whole model is given up
+    shed = r["shed"]
+    assert shed["frames"] > 0 and 0 < shed["windows"] < shed["planned_windows"]
+    # what ran is what the plan asked less what was shed (the warm-up run of each session aside)
+    _, plans = _plans(planned_asset)
+    m = open_asset(str(planned_asset)).manifest
+    model_codes = [c for c, route in enumerate(m.plan.routes) if route not in ("lanczos", REUSE)]
+    planned = sum(int(np.isin(p.codes, model_codes).sum()) for p in plans)
+    assert shed["planned_windows"] == planned
+    warm_up = len(model_codes)
+    assert _SlowCountingSession.windows - warm_up == planned - shed["windows"]

@@ -73,3 +73,42 @@ def test_the_queue_pays_for_a_segments_first_frame_and_nothing_is_late():
     clock2 = PlanClock(100 / 3, queue=2, prebuffer=0, headroom=0.0)
     clock2.finish(0, 10.0)
     assert clock2.finish(1, 100.0)
+
+
+def test_model_patches_are_ranked_in_the_order_the_budget_took_them():
+    rng = np.random.default_rng(3)
+    lanczos, models = _frame(rng)
+    single = models[1:]  # one model: a patch's rank is the rank of its error removed per millisecond
+    costs = RouteCosts(frame_ms=2.0, move_ms=0.05, zero_ms=0.01, call_ms=(0.5,), window_ms=(0.25,))
+    choice = choose_routes(lanczos, np.zeros((0, 4, 5)), np.zeros((0, 4, 5, 2), np.int8), single, costs,
+                           budget_ms=2.0 + 20 * 0.01 + 0.5 + 8 * (0.25 - 0.01) + 1e-6)  # 8 windows
+    on = choice.codes == 2
+    assert on.sum() == 8 and choice.order.dtype == np.uint16
+    assert (choice.order[~on] == 0).all() and sorted(choice.order[on].tolist()) == list(range(1, 9))
+    removed = (lanczos - single[0])[on]
+    assert list(np.argsort(choice.order[on])) == list(np.argsort(-removed, kind="stable"))
+    # two models: a patch upgraded twice ranks where its last upgrade was taken
+    both = choose_routes(lanczos, np.zeros((0, 4, 5)), np.zeros((0, 4, 5, 2), np.int8), models, COSTS, budget_ms=12.0)
+    chosen = both.codes >= 2
+    assert sorted(both.order[chosen].tolist()) == list(range(1, int(chosen.sum()) + 1))
+
+
+def test_each_patch_tries_its_own_vector_its_neighbours_and_the_one_it_took_last_frame(monkeypatch):
+    from chunking.motion import MotionEstimator
+    from fitcast.grid import Grid
+
+    est = MotionEstimator(Grid(96, 64, 32, 4, 2))  # 3 x 2 patches
+    own = np.zeros((2, 3, 2), np.int8)
+    own[0, 1] = (2, -4)  # one patch moves: its neighbours may take its vector, it may take theirs
+    monkeypatch.setattr(est, "vectors", lambda last, current: own)
+    frame = np.zeros((128, 192, 3), np.uint8)
+    fields = est.candidates(frame, frame)
+    assert np.array_equal(fields[0], own)
+    # the patch left of the mover tries the mover's vector (its right neighbour's), and so on
+    assert any((f[0, 0] == (2, -4)).all() for f in fields) and any((f[1, 1] == (2, -4)).all() for f in fields)
+    assert len({f.tobytes() for f in fields}) == len(fields) and all(f.any() for f in fields)  # no repeats, no zeros
+    last = np.full((2, 3, 2), 3, np.int8)
+    with_last = est.candidates(frame, frame, last)
+    assert np.array_equal(with_last[-1], last) and len(with_last) == len(fields) + 1
+    monkeypatch.setattr(est, "vectors", lambda last, current: np.zeros((2, 3, 2), np.int8))
+    assert est.candidates(frame, frame).shape == (0, 2, 3, 2)  # nothing moves: reuse in place only

@@ -125,7 +125,7 @@ def _render_locked(asset_dir: Path, manifest: Path, segment: int, frame: int, mo
     if mode == "lanczos":
         img = upscale(frames[frame], m.scale, "lanczos")
     elif m.plan is not None and seg.plan_uri and seg.plan_sha256:  # a plan carries detail from frame to frame
-        codes, motion = asset.plan(seg)
+        codes, motion, _ = asset.plan(seg)
         upscaler.reset()
         for j in range(frame + 1):
             img = upscaler.upscale(frames[j], base if j == frame else upscale(frames[j], m.scale, m.base),
