@@ -30,7 +30,7 @@ from fitcast.metrics import psnr_y
 from fitcast.profile import REFERENCE_PROFILE, RouteCosts, auto_base, load_profile, route_costs
 from fitcast.rendition import paired_frames
 from fitcast.runtime import OrtSession
-from fitcast.upscale import PlannedUpscaler
+from fitcast.upscale import MAX_MOTION, PlannedUpscaler
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,10 @@ def route_errors(up: PlannedUpscaler, model_ids: list[str], lr: np.ndarray, base
     """Per-patch squared Y errors of every route for one frame, from the upscaler's current canvas
     (the last frame's detail): (lanczos ``[gh, gw]``, reuse ``[C, gh, gw]`` with their vectors
     ``[C, gh, gw, 2]``, models ``[M, gh, gw]``).  No reuse on a segment's first frame
-    (``candidates`` None); else reuse in place and along each field of ``candidates``
-    (``[K, gh, gw, 2]``, :meth:`chunking.motion.MotionEstimator.candidates`)."""
+    (``candidates`` None); else reuse in place, along each field of ``candidates``
+    (``[K, gh, gw, 2]``, :meth:`chunking.motion.MotionEstimator.candidates`) and, as a motion
+    search refines a prediction, along each patch's best vector so far moved by one HR pixel in
+    each of 8 directions (flow at LR size, rounded to whole HR pixels, is often a pixel off)."""
     grid = up.grid
     lanczos = patch_sse_y(base, hr, grid)
     rows, cols = np.nonzero(np.ones(grid.shape, bool))
@@ -187,7 +189,22 @@ def route_errors(up: PlannedUpscaler, model_ids: list[str], lr: np.ndarray, base
     for vf in candidates:
         reuse_err.append(_sse_with(base, hr, grid, up.moved(rows, cols, vf[rows, cols])))
         vectors.append(vf)
+    best = refine_from(np.stack(reuse_err), np.stack(vectors))
+    for step in REFINE_STEPS:
+        vf = np.clip(best + np.array(step, np.int16), -MAX_MOTION, MAX_MOTION).astype(np.int8)
+        reuse_err.append(_sse_with(base, hr, grid, up.moved(rows, cols, vf[rows, cols])))
+        vectors.append(vf)
     return lanczos, np.stack(reuse_err), np.stack(vectors), models
+
+
+REFINE_STEPS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (dy, dx) HR pixels
+
+
+def refine_from(errors: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """int16 ``[gh, gw, 2]``: each patch's vector of least error among ``errors`` ``[C, gh, gw]``
+    for ``vectors`` ``[C, gh, gw, 2]``."""
+    pick = errors.argmin(axis=0)[None, ..., None]
+    return np.take_along_axis(vectors, pick, axis=0)[0].astype(np.int16)
 
 
 def _sse_with(base: np.ndarray, hr: np.ndarray, grid: Grid, blocks: np.ndarray) -> np.ndarray:

@@ -159,3 +159,39 @@ def test_a_planned_asset_too_slow_here_sheds_its_least_valuable_windows_and_show
     assert shed["planned_windows"] == planned
     warm_up = len(model_codes)
     assert _SlowCountingSession.windows - warm_up == planned - shed["windows"]
+
+
+class _ZeroSession:
+    """A model that adds nothing (its residual is zero): the routes' mechanics without a network."""
+
+    def __init__(self, grid):
+        self.side = grid.window * grid.scale
+
+    def run(self, x):
+        return np.zeros((x.shape[0], 3, self.side, self.side), np.float32)
+
+
+def test_the_encoder_refines_a_vector_that_is_a_pixel_off():
+    from server.planning import route_errors
+
+    grid = Grid(64, 48, patch=16, overlap=0, scale=2)
+    up = PlannedUpscaler(grid, {"zero": _ZeroSession(grid)}, ["lanczos", REUSE, "zero"])
+    import cv2
+
+    # detail with the spatial correlation of real texture: a vector a pixel off is near, not lost
+    noise = np.random.default_rng(1).normal(0, 60, up.canvas.shape).astype(np.float32)
+    detail = np.rint(cv2.GaussianBlur(noise, (0, 0), 2.0)).astype(np.int16)
+    up.canvas[:] = detail
+    base = np.full((96, 128, 3), 100, np.uint8)
+    true = (3, -5)  # the content moved: the HR frame is the base plus the detail taken from (y+3, x-5)
+    moved = np.zeros_like(detail)
+    moved[:96 - 3, 5:] = detail[3:, :128 - 5]
+    hr = np.clip(base + moved, 0, 255).astype(np.uint8)
+    off = np.zeros((1, *grid.shape, 2), np.int8)
+    off[..., :] = (3, -4)  # the flow's vector, a pixel off
+    _, reuse_err, vectors, _ = route_errors(up, ["zero"], np.zeros((48, 64, 3), np.uint8), base, hr, off)
+    best = np.take_along_axis(vectors, reuse_err.argmin(axis=0)[None, ..., None], axis=0)[0]
+    inner = (slice(0, 2), slice(1, 4))  # patches whose source lies inside the frame
+    assert (best[inner] == true).all()
+    assert (reuse_err.min(axis=0)[inner] == 0).all() and (reuse_err[1][inner] > 0).all()
+    assert (reuse_err[1][inner] < reuse_err[0][inner]).all()  # the flow's vector beat reuse in place
