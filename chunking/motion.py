@@ -6,9 +6,10 @@ median over its pixels, scaled to whole HR pixels.  A patch's own median misses 
 straddles two motions (an edge of a moving object, a background seen through), so, as a
 video codec predicts a block's motion from its neighbours and from the last frame (the
 spatial and temporal candidates of H.265's merge mode), each patch also tries its 8
-neighbours' vectors and the vector it took in the last frame.  The encoder measures whether
-moving the last frame's detail along each beats the other routes, so a wrong vector costs
-nothing but the time to try it.
+neighbours' vectors and the vector it took in the last frame, and the encoder then moves each
+patch's best one by a pixel in 8 directions (``server.planning.route_errors``).  The encoder
+measures whether moving the last frame's detail along each beats the other routes, so a wrong
+vector costs nothing but the time to try it.
 """
 
 from __future__ import annotations
