@@ -199,7 +199,6 @@ class Renderer:
         self.planned = m.plan is not None and options.plan and options.sr
         self.sr = options.sr
         self.base, self.scale = (m.base if options.sr else LANCZOS), m.scale  # the baseline player is lanczos
-        self.headroom = m.plan.headroom if m.plan is not None else 0.0
         if self.planned:
             assert m.plan is not None
             self.upscaler: Any = PlannedUpscaler(m.grid(), sessions, m.plan.routes)
@@ -278,7 +277,7 @@ def play(
         interval = 1.0 / options.target_fps
         pacing = Pacing(PresentationClock(interval, options.queue, options.queue // 2),
                         policy=None if renderer.planned else DegradePolicy(interval=interval, k=m.k),
-                        shedder=renderer.shedder(), headroom=renderer.headroom)
+                        shedder=renderer.shedder(), headroom=m.plan.headroom if m.plan is not None else 0.0)
     stats = PlaybackStats(runtime=runtime.value if sessions else "none", output_size=m.hr)
     # 5. the frames: decoded and based ahead in the feed thread, upscaled here
     feed = FrameFeed(asset, init, limit=total, planned=renderer.planned, base=renderer.base,

@@ -184,12 +184,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     line = f"played {r['frames']} frames at {r['output_size'][0]}x{r['output_size'][1]} " \
            f"({r['runtime']} {r['precision']}): " \
            f"fps median {r['fps_median']:.1f}, p5 {r['fps_p5']:.1f}"
-    if args.target_fps and "shed" in r:  # a planned asset: model windows shed to keep time
-        shed = r["shed"]
-        line += (f" (target {args.target_fps:g}: {r['dropped_frames']} dropped, {shed['windows']} of "
-                 f"{shed['planned_windows']} planned model windows shed)")
-    elif args.target_fps:
-        line += f" (target {args.target_fps:g}: {r['dropped_frames']} dropped, {len(r['degradations'])} degradations)"
+    if args.target_fps:  # what the safety net gave up: a planned asset's shed windows, else degradations
+        shed = r.get("shed")
+        given_up = (f"{shed['windows']} of {shed['planned_windows']} planned model windows shed" if shed
+                    else f"{len(r['degradations'])} degradations")
+        line += f" (target {args.target_fps:g}: {r['dropped_frames']} dropped, {given_up})"
     print(line)
     if "psnr_y_sr" in r:
         print(f"PSNR-Y: fitcast {r['psnr_y_sr']:.2f} dB, lanczos {r['psnr_y_lanczos']:.2f} dB "
