@@ -29,6 +29,7 @@ finished point is written to ``hull.json`` at once and a rerun resumes.  Plots: 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -67,8 +68,9 @@ SEGMENT_SECONDS = 2.0
 class HullBench:
     def __init__(self, out: Path, *, preset: str, iterations: int | None, train_crf: int, vmaf_stride: int,
                  use_vmaf: bool, crfs: tuple[int, ...] = CRFS, x264_only: bool = False,
-                 sr_scales: tuple[int, ...] = (4, 2)) -> None:
+                 sr_scales: tuple[int, ...] = (4, 2), weight_bits: str | None = None) -> None:
         self.crfs, self.x264_only, self.sr_scales = crfs, x264_only, sr_scales
+        self.weight_bits, self._samples = weight_bits, {}
         self.out, self.work = out, out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.preset, self.iterations, self.train_crf = preset, iterations, train_crf
@@ -155,8 +157,10 @@ class HullBench:
 
         out = self.work / label / f"fitcast-x{scale}"
         if not (out / "sr" / "manifest.json").exists():
+            # with --weight-bits the bench exports the models again per rate: from the weights as trained
             encode(ref, out, EncodeOptions(scale=scale, crf=self.train_crf, preset=self.preset,
-                                           iterations=self.iterations, target_fps=0), crop=crop)
+                                           iterations=self.iterations, target_fps=0,
+                                           weight_bits=None if self.weight_bits is None else 7), crop=crop)
         return out
 
     def fitcast_point(self, entry: dict, label: str, ref: Path, crop, info, seg_frames: int, scale: int, crf: int,
@@ -165,7 +169,7 @@ class HullBench:
         if key in entry["points"]:
             return
         from fitcast.asset import open_asset
-        from server.pipeline import Rendition, Source, analyse, evaluate, shipped_models
+        from server.pipeline import Rendition, Source, analyse, evaluate
         from sr_models.recipes import recipe_for
 
         t0 = time.perf_counter()
@@ -179,18 +183,19 @@ class HullBench:
         src = Source(ref, info, crop, scale, seg_frames)
         rendition = Rendition(hls, segs, max(1, info.frames), video // 8, 0, "")
         analysis = analyse(src, rendition, m.grid(), m.k, progress=lambda _: None)
-        models, int8 = shipped_models(asset)
+        labels = sum(len(save_labels(lab)) for lab in analysis.labels) * 8
+        models, int8, model_bits = self.shipped(asset_dir, ref, (video + labels) // 8)
         from fitcast.options import EncodeOptions
 
         groups = recipe_for(EncodeOptions(method=m.method, k=m.k)).group_models(m.k)
         vm = self._vmaf_writer(label, crop, info)
         result = evaluate(src, rendition, analysis, models, groups, int8=int8, base=m.base, sink=vm.write,
                           measure_fp32=False, progress=lambda _: None)
-        labels = sum(len(save_labels(lab)) for lab in analysis.labels) * 8
         seconds = rendition.duration
-        kbps = (video + m.bits.models + labels) / seconds / 1000
+        kbps = (video + model_bits + labels) / seconds / 1000
         entry["points"][key] = {"kind": "fitcast", "scale": scale, "crf": crf, "kbps": kbps,
-                                "kbps_video": video / seconds / 1000, "kbps_models": m.bits.models / seconds / 1000,
+                                "kbps_video": video / seconds / 1000, "kbps_models": model_bits / seconds / 1000,
+                                "weight_bits": sorted({x.weight_bits for x in models}),
                                 "kbps_labels": labels / seconds / 1000,
                                 "psnr_y": float(np.mean(result.frame_psnr["sr"])),
                                 "psnr_y_lanczos": float(np.mean(result.frame_psnr["lanczos"])),
@@ -198,6 +203,42 @@ class HullBench:
                                 "seconds": time.perf_counter() - t0}
         print(f"{label} {key}: {kbps:.0f} kbit/s, {entry['points'][key]['psnr_y']:.2f} dB", flush=True)
         self.save()
+
+    def shipped(self, asset_dir: Path, ref: Path, rate_bytes: int) -> tuple[list, bool, int]:
+        """The asset's models as measured here, whether int8, and their bits as a default player
+        fetches them: as the asset ships them, or (``--weight-bits``) exported again from their fp32
+        weights by the encode's export stage, on the bits it chooses for a rung of ``rate_bytes``
+        (video and labels) or on the bits given."""
+        from fitcast.asset import open_asset
+        from fitcast.manifest import compress_model
+        from server.pipeline import export_models, group_shares, shipped_models
+        from sr_models.export import from_onnx
+
+        if self.weight_bits is None:
+            models, int8 = shipped_models(open_asset(str(asset_dir)))
+            return models, int8, open_asset(str(asset_dir)).manifest.bits.models
+        old, samples = self._trained(asset_dir, ref)
+        fresh = [dataclasses.replace(x, net=from_onnx(x.arch, x.fp32)) for x in old.models]  # as shipped: 7 bits
+        models = export_models(fresh, samples, old.analysis.grid, int8=old.int8, seed=0,
+                               weight_bits=None if self.weight_bits == "auto" else int(self.weight_bits),
+                               rate_bytes=rate_bytes, shares=group_shares(old.analysis), progress=lambda _: None)
+        return models, old.int8, sum(len(compress_model(x.shipped_bytes(old.int8))) for x in models) * 8
+
+    def _trained(self, asset_dir: Path, ref: Path):
+        """An asset read back, and training pairs cut from its rendition as its encode cut them."""
+        key = str(asset_dir)
+        if key not in self._samples:
+            from fitcast.options import EncodeOptions
+            from fitcast.storage import AssetLayout
+            from server.pipeline import published, sample
+            from sr_models.recipes import recipe_for
+
+            old = published(AssetLayout(asset_dir), ref)
+            recipe = recipe_for(EncodeOptions(method=old.manifest.method, k=old.manifest.k))
+            work = self.work / "samples" / asset_dir.name
+            self._samples[key] = old, sample(old.src, old.rendition, old.analysis, recipe, per_group=2000, work=work,
+                                             seed=0, base=old.manifest.base, progress=lambda _: None)
+        return self._samples[key]
 
     # ----------------------------------------------------------------------- VMAF on strided frames
 
@@ -259,28 +300,36 @@ def _sample(curve: list[RatePoint], rates: np.ndarray) -> np.ndarray:
 
 
 def summarise(entry: dict) -> dict:
-    """fitcast's SR rungs (the upper hull over its x4 and x2 points) against the per-title hull
-    and the fixed ladder, over the bitrate range of those points, both curves sampled at the same
-    8 log-spaced rates there: the BD-rate (``bd_rate``: published only where the curves overlap
-    enough in quality) and the mean quality difference at equal rate (always defined)."""
+    """fitcast against the per-title hull and the fixed ladder, over the bitrate range of its SR
+    points (where the other curve has points too), both curves sampled at the same 8 log-spaced
+    rates there: the BD-rate (``bd_rate``:
+    published only where the curves overlap enough in quality) and the mean quality difference at
+    equal rate (always defined).  Two fitcast curves: its SR rungs alone (the upper hull over its x4
+    and x2 points), and its ladder (those and the full-resolution rung it also sends, x264 alone:
+    at each rate the best of what a fitcast ladder can offer)."""
     out: dict[str, Any] = {}
     sr = _points(entry, ("fitcast",), "psnr_y")
     if len(sr) < 2:
         return out
     lo, hi = min(p.kbps for p in sr), max(p.kbps for p in sr)
-    rates = np.exp(np.linspace(math.log(lo), math.log(hi), 8))
     out["range_kbps"] = [round(lo, 1), round(hi, 1)]
     for metric in ("psnr_y", "vmaf"):
-        mine = _points(entry, ("fitcast",), metric)
-        if len(mine) < 2:
-            continue
-        q_mine = _sample(mine, rates)
-        for name, kinds in (("hull", ("x264",)), ("fixed", ("fixed",))):
-            ref = _points(entry, kinds, metric)
-            if len(ref) >= 2:
-                q_ref = _sample(ref, rates)
-                out[f"bd_rate_vs_{name}_{metric}"] = bd_rate(rates, q_ref, rates, q_mine)
-                out[f"delta_vs_{name}_{metric}"] = float(np.mean(q_mine - q_ref))
+        for mine_name, mine in (("", _points(entry, ("fitcast",), metric)),
+                                ("ladder_", _points(entry, ("fitcast",), metric)
+                                 + _points(entry, ("x264",), metric, scales=(1,)))):
+            if len(mine) < 2:
+                continue
+            for name, kinds in (("hull", ("x264",)), ("fixed", ("fixed",))):
+                ref = _points(entry, kinds, metric)
+                # where both curves have points (a curve is not extrapolated past its ends)
+                a, b = max(lo, min(p.kbps for p in ref or sr)), min(hi, max(p.kbps for p in ref or sr))
+                if len(ref) < 2 or b <= a * 1.05:
+                    continue
+                rates = np.exp(np.linspace(math.log(a), math.log(b), 8))
+                q_mine, q_ref = _sample(mine, rates), _sample(ref, rates)
+                out[f"{mine_name}bd_rate_vs_{name}_{metric}"] = bd_rate(rates, q_ref, rates, q_mine)
+                out[f"{mine_name}delta_vs_{name}_{metric}"] = float(np.mean(q_mine - q_ref))
+                out[f"{name}_range_kbps"] = [round(a, 1), round(b, 1)]
     return out
 
 
@@ -294,16 +343,19 @@ def _bd(value: dict | None) -> str:
 
 def to_markdown(data: dict) -> str:
     lines = [f"Per-title hull benchmark (`bench/quality.py --hull`), {data['machine']}.",
-             "fitcast's SR rungs (x4 and x2, models and labels counted) over their own bitrate range: BD-rate "
+             "Over the bitrate range of fitcast's SR rungs (x4 and x2, models and labels counted): BD-rate "
              "(negative: fitcast needs fewer bits for the same quality) and, after it, the mean difference at "
-             "equal rate (PSNR-Y dB, VMAF points).", "",
-             "| clip | display | frames | SR range (kbit/s) | vs per-title hull, PSNR-Y | VMAF | "
-             "vs fixed ladder, PSNR-Y | VMAF |", "|---|---|---|---|---|---|---|---|"]
+             "equal rate (PSNR-Y dB, VMAF points). *SR rungs*: fitcast's SR points alone; *ladder*: those and "
+             "the full-resolution rung a fitcast ladder also sends (at each rate the better of the two).", "",
+             "| clip | display | frames | SR range (kbit/s) | SR rungs vs per-title hull, PSNR-Y | VMAF | "
+             "ladder vs per-title hull, PSNR-Y | VMAF | SR rungs vs fixed ladder, PSNR-Y | VMAF |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, entry in data["clips"].items():
         s = entry.get("summary") or {}
         rng = s.get("range_kbps")
-        cells = [f"{_bd(s.get(f'bd_rate_vs_{ref}_{m}'))}; {s[f'delta_vs_{ref}_{m}']:+.2f}"
-                 if f"delta_vs_{ref}_{m}" in s else "n/a" for ref in ("hull", "fixed") for m in ("psnr_y", "vmaf")]
+        cells = [f"{_bd(s.get(f'{mine}bd_rate_vs_{ref}_{m}'))}; {s[f'{mine}delta_vs_{ref}_{m}']:+.2f}"
+                 if f"{mine}delta_vs_{ref}_{m}" in s else "n/a"
+                 for mine, ref in (("", "hull"), ("ladder_", "hull"), ("", "fixed")) for m in ("psnr_y", "vmaf")]
         lines.append(f"| {label} | {entry['display'][0]}x{entry['display'][1]} | {entry['frames']} | "
                      f"{f'{rng[0]:.0f}–{rng[1]:.0f}' if rng else 'n/a'} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
@@ -319,13 +371,15 @@ def plot(data: dict, out: Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
         for ax, metric in zip(axes, ("psnr_y", "vmaf"), strict=True):
             for kind, scale, style in [("x264", 4, "o:"), ("x264", 2, "o:"), ("x264", 1, "o-"),
-                                       ("fitcast", 4, "s-"), ("fitcast", 2, "s-"), ("fixed", 0, "^--")]:
+                                       ("fitcast", 4, "s-"), ("fitcast", 2, "s-"), ("fitcast7bit", 4, "s:"),
+                                       ("fitcast7bit", 2, "s:"), ("fixed", 0, "^--")]:
                 pts = sorted((p for p in entry["points"].values() if p["kind"] == kind and
                               (scale == 0 or p["scale"] == scale) and p.get(metric) is not None),
                              key=lambda p: p["kbps"])
                 if pts:
                     name = {"x264": f"x264 x{scale} + lanczos" if scale > 1 else "x264 full resolution",
-                            "fitcast": f"fitcast x{scale}", "fixed": "fixed ladder"}[kind]
+                            "fitcast": f"fitcast x{scale}", "fixed": "fixed ladder",
+                            "fitcast7bit": f"fitcast x{scale}, 7-bit weights (before)"}[kind]
                     ax.plot([p["kbps"] for p in pts], [p[metric] for p in pts], style, ms=3, lw=1, label=name)
             hull = per_title_hull(_points(entry, ("x264",), metric))
             if hull:
@@ -356,13 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sr-scales", type=int, nargs="+", default=[4, 2], help="the SR rungs measured")
     ap.add_argument("--x264-only", action="store_true", help="only the x264 and fixed-ladder points (a rerun adds "
                                                              "fitcast's: every finished point is kept)")
+    ap.add_argument("--weight-bits", choices=["auto", "7", "6", "5", "4", "3"], default=None,
+                    help="export the SR rungs' models again from their fp32 weights on these bits per weight "
+                         "(auto: the encode's own choice), instead of measuring them as shipped")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "hull")
     ap.add_argument("--readme", type=Path, default=None)
     args = ap.parse_args(argv)
     ladders = dict(spec.split("=", 1) for spec in args.ladder)
     bench = HullBench(args.out, preset=args.preset, iterations=args.iterations, train_crf=args.train_crf,
                       vmaf_stride=args.vmaf_stride, use_vmaf=args.vmaf, crfs=tuple(args.crfs), x264_only=args.x264_only,
-                      sr_scales=tuple(args.sr_scales))
+                      sr_scales=tuple(args.sr_scales), weight_bits=args.weight_bits)
     for spec in args.clips:
         name = spec.split(":")[0]
         bench.clip(spec, Path(ladders[name]) if name in ladders else None)

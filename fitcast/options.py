@@ -65,6 +65,9 @@ class EncodeOptions(UploadOptions):
     # Ship an int8 variant of every model (static quantisation calibrated on this asset's patches);
     # the quality report and the do-no-harm gate then measure the int8 models the player runs by default.
     int8: bool = True
+    # Bits per shipped weight (3-7): None (auto) takes, per model, the fewest that keep its gain on
+    # its own training windows within 2 % (sr_models.compact); 7 is the int8 export's own grid.
+    weight_bits: Annotated[int | None, Field(ge=3, le=7)] = None
     # Where training runs: "auto" takes a GPU when torch sees one (the rest of the encode stays on the CPU).
     train_device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     # An architecture chosen by the compiler-aware search (`fitcast nas`), and its patch size;

@@ -66,7 +66,8 @@ from server.pipeline import ProgressFn, Source, StageRunner, asset_slug, encode,
 PROBE_CRFS = (19, 23, 27, 31, 35, 39)
 MEASURED_FRAMES = 48  # frames per candidate encode measured against the source (evenly spaced)
 
-LADDER_STAGES: dict[str, float] = {"probe": 0.01, "measure": 0.14, "rungs": 0.8, "publish": 0.05}
+LADDER_STAGES: dict[str, float] = {"probe": 0.01, "measure": 0.12, "rungs": 0.7, "lift": 0.02, "rerate": 0.12,
+                                   "publish": 0.03}
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,22 @@ def encode_ladder(
     clear_leftovers(paths.root)
     # 2. measure: every rung's resolution over a CRF range, upscaled by lanczos to the display size
     points = run("measure", measure_points, src, specs, options, work=paths.work)
-    # 3. choose: each rung's rate on the per-title hull (or as fixed by hand)
-    crfs = choose_rungs(points, specs, top_crf=options.crf)
-    # 4. rungs: an SR rung is a whole fitcast asset; the full-resolution rung a transcode
-    rungs = run("rungs", encode_rungs, src, specs, crfs, options, paths, asset_id=asset_id, executor=executor,
+    # 3. choose: each rung's rate on the per-title hull of lanczos-upscaled quality (or as fixed by hand)
+    first = choose_rungs(points, specs, top_crf=options.crf)
+    # 4. rungs: an SR rung is a whole fitcast asset (its trained models kept); the full-resolution rung a transcode
+    rungs = run("rungs", encode_rungs, src, specs, first, options, paths, asset_id=asset_id, executor=executor,
                 limits=limits)
-    # 5. publish: ladder.json, the master playlist over every rung, the report
+    # 5. lift: each SR rung's models on its resolution's measured encodes (its quality as delivered, its
+    #    models and labels counted in its rate)
+    lifted = run("lift", lift_points, src, specs, rungs, points, paths)
+    # 6. choose again on the hull of delivered quality; an SR rung whose rate moves is encoded again at
+    #    its new rate with the models it trained
+    crfs = choose_rungs(delivered_points(points, lifted), specs, top_crf=options.crf)
+    rungs = run("rerate", rerate_rungs, src, specs, rungs, first, crfs, options, paths, asset_id=asset_id,
+                executor=executor, limits=limits)
+    # 7. publish: ladder.json, the master playlist over every rung, the report
     ladder = run("publish", publish_ladder, paths, asset_id, src, rungs)
-    write_ladder_report(paths.report, ladder_report(ladder, points, crfs, run.seconds))
+    write_ladder_report(paths.report, ladder_report(ladder, points, lifted, first, crfs, run.seconds))
     shutil.rmtree(paths.work, ignore_errors=True)
     return ladder
 
@@ -142,18 +151,19 @@ def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOpti
                    progress: Any) -> list[RatePoint]:
     """Every rung whose rate is not fixed, encoded at ``PROBE_CRFS`` (and the top CRF) as the
     rung will be (same x264 preset and GOPs): video kbit/s and PSNR-Y of the lanczos upscale
-    against the source, on up to ``MEASURED_FRAMES`` evenly spaced frames."""
+    against the source, on up to ``MEASURED_FRAMES`` evenly spaced frames (the encodes stay in
+    ``work`` for :func:`lift_points`)."""
     todo = [s for s in specs if s.crf is None]
     if not todo:
         return []
     crfs = sorted(set(PROBE_CRFS) | {options.crf})
     s = src.source
-    stride = max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
+    stride = measured_stride(s)
     references: dict[int, np.ndarray] = {}
     points = []
     for n, spec in enumerate(todo):
         w, h = s.crop[2] // spec.scale, s.crop[3] // spec.scale
-        dirs = {crf: work / f"x{spec.scale}-crf{crf}" for crf in crfs}
+        dirs = {crf: measured_dir(work, spec.scale, crf) for crf in crfs}
         with ExitStack() as stack:
             encoders = [stack.enter_context(HlsEncoder(d, w, h, s.fps, s.segment_frames, crf=crf,
                                                        x264_preset=options.x264_preset)) for crf, d in dirs.items()]
@@ -169,7 +179,6 @@ def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOpti
             scores = [psnr_y(upscale(lr, spec.scale, "lanczos") if spec.scale > 1 else lr, references[i])
                       for i, lr in enumerate(decoded) if i in references]
             points.append(RatePoint(spec.scale, crf, average / 1000, float(np.mean(scores))))
-            shutil.rmtree(d, ignore_errors=True)
         progress((n + 1) / len(todo))
     return points
 
@@ -192,20 +201,126 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
         if spec.scale == 1:
             rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
         else:
-            rung_options = options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None})
-            key = rung_key(rung_options, src.source.crop)
-            manifest = finished_rung(folder, key)  # a rung an interrupted ladder encode finished: kept
-            if manifest is None:
-                manifest = encode(src.path, folder, rung_options, asset_id=f"{asset_id}-{spec.name}"[-64:],
-                                  progress=sub, executor=executor, limits=limits, crop=src.source.crop)
-                atomic_write_text(folder / RUNG_KEY, key)
-            rungs.append(sr_rung(spec, crf, manifest, folder, paths))
+            key = rung_key(rung_options(options, spec, crf), src.source.crop)
+            kept = finished_rung(folder, key)  # a rung an earlier run of this ladder encode finished: kept
+            if kept is None:
+                manifest = encode(src.path, folder, rung_options(options, spec, crf),
+                                  asset_id=f"{asset_id}-{spec.name}"[-64:], progress=sub, executor=executor,
+                                  limits=limits, crop=src.source.crop, trained_in=training_dir(paths, spec))
+                kept = manifest, crf
+                write_rung_key(folder, key, crf)
+            rungs.append(sr_rung(spec, kept[1], kept[0], folder, paths))
         done += weight
         progress(done / sum(weights))
     return rungs
 
 
-RUNG_KEY = "rung-options.json"  # in an SR rung's folder once its encode finished: what it was encoded with
+def measured_dir(work: Path, scale: int, crf: int) -> Path:
+    return work / "measured" / f"x{scale}-crf{crf}"
+
+
+def measured_stride(s: Source) -> int:
+    """Every how many frames the measure and lift stages compare against the source."""
+    return max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
+
+
+def training_dir(paths: LadderPaths, spec: RungSpec) -> Path:
+    """Where an SR rung's encode keeps the models it trained (for an encode again at another rate)."""
+    return paths.work / "training" / spec.name
+
+
+def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], points: list[RatePoint],
+                paths: LadderPaths, *, progress: Any) -> list[RatePoint]:
+    """Each SR rung's quality as delivered at every CRF its resolution was measured at: its models
+    (as shipped, routed by difficulty groups of those frames, each group kept only where it beats
+    lanczos on them: the encoder's gate) on the measured frames, the rate counting its models and
+    its labels (as its own encode has them).  Unplanned quality: a planned rung delivers a little less."""
+    from chunking.groups import assign_groups
+    from chunking.score import lanczos_psnr_y
+    from fitcast.asset import open_asset
+    from fitcast.manifest import LANCZOS
+    from fitcast.options import EncodeOptions
+    from fitcast.rendition import segment_frames, segments_of
+    from fitcast.runtime import open_session
+    from fitcast.upscale import RoutedUpscaler, select_patches
+    from server.pipeline import gate, shipped_models
+    from sr_models.recipes import recipe_for
+
+    s = src.source
+    encoded = {r.name for r in rungs}
+    lift = [spec for spec in specs if spec.scale > 1 and spec.crf is None and spec.name in encoded]
+    if not lift:
+        return []
+    stride = measured_stride(s)
+    references = {i: hr for i, hr in enumerate(iter_frames(s.path, crop=s.crop)) if i % stride == 0}
+    lifted = []
+    for n, spec in enumerate(lift):
+        asset = open_asset(str(paths.rung(spec.name)))
+        m = asset.manifest
+        models, int8 = shipped_models(asset)
+        grid, k = m.grid(), m.k
+        # the fastest runtime here (an estimate to choose rates by: the rung's own encode measures it exactly)
+        upscaler = RoutedUpscaler(grid, {x.id: open_session(x.shipped_bytes(int8), window=grid.window)
+                                         for x in models}, m.base)
+        groups = recipe_for(EncodeOptions(method=m.method, k=k)).group_models(k)
+        # a group whose model the rung does not ship (its gate found it no better than lanczos) stays lanczos
+        all_sr = {str(g): groups[g] if groups[g] in upscaler.sessions else LANCZOS for g in range(k)}
+        side_kbps = (m.bits.models + m.bits.labels) / max(sum(seg.duration for seg in m.segments), 1e-9) / 1000
+        for point in (p for p in points if p.scale == spec.scale):
+            d = measured_dir(paths.work, spec.scale, point.crf)
+            decoded = (lr for seg in segments_of(d) for lr in segment_frames(d, seg))
+            lrs = [lr for i, lr in enumerate(decoded) if i in references]
+            hrs = [references[i] for i in sorted(references)][: len(lrs)]
+            labels, _ = assign_groups(np.stack([lanczos_psnr_y(lr, hr, grid) for lr, hr in zip(lrs, hrs, strict=True)]),
+                                      k)
+            bases = [upscale(lr, spec.scale, m.base) for lr in lrs]
+            srs = [upscaler.upscale(lr, lab, all_sr, b).copy() for lr, lab, b in zip(lrs, labels, bases, strict=True)]
+            routes = gate(srs, bases, hrs, labels, grid, all_sr)
+            finals = [select_patches(b, sr, lab, routes, grid) for b, sr, lab in zip(bases, srs, labels, strict=True)]
+            lifted.append(RatePoint(spec.scale, point.crf, point.kbps + side_kbps,
+                                    float(np.mean([psnr_y(f, hr) for f, hr in zip(finals, hrs, strict=True)]))))
+        progress((n + 1) / len(lift))
+    return lifted
+
+
+def delivered_points(points: list[RatePoint], lifted: list[RatePoint]) -> list[RatePoint]:
+    """What the ladder can deliver at each measured encode: an SR rung's lifted points in place of its
+    resolution's lanczos ones, the full-resolution rung's as measured."""
+    sr_scales = {p.scale for p in lifted}
+    return [p for p in points if p.scale not in sr_scales] + lifted
+
+
+def rerate_rungs(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], first: dict[int, int],
+                 crfs: dict[int, int], options: EncodeOptions, paths: LadderPaths, *, asset_id: str,
+                 executor: Executor | None, limits: Limits, progress: Any) -> list[Rung]:
+    """The rungs, each SR rung whose CRF the second choice moved encoded again at its new CRF with
+    the models its first encode trained (no training); the others as they are."""
+    published = {r.name: r.crf for r in rungs}
+    moved = [spec for spec in specs if spec.scale > 1 and crfs[spec.scale] != published[spec.name]]
+    out = [r for r in rungs if r.name not in {spec.name for spec in moved}]
+    for n, spec in enumerate(moved):
+        folder = paths.rung(spec.name)
+        (folder / RUNG_KEY).unlink(missing_ok=True)
+        manifest = encode(src.path, folder, rung_options(options, spec, crfs[spec.scale]),
+                          asset_id=f"{asset_id}-{spec.name}"[-64:], executor=executor, limits=limits,
+                          crop=src.source.crop, trained_in=training_dir(paths, spec),
+                          progress=lambda _stage, f, n=n: progress((n + f) / len(moved)))
+        # kept under the options it was first chosen with: a run again finds it and keeps it
+        write_rung_key(folder, rung_key(rung_options(options, spec, first[spec.scale]), src.source.crop),
+                       crfs[spec.scale])
+        out.append(sr_rung(spec, crfs[spec.scale], manifest, folder, paths))
+    progress(1.0)
+    return out
+
+
+# In an SR rung's folder once its encode finished: the options it was first chosen with (its key)
+# and the CRF it is published at (the lift may have moved it).
+RUNG_KEY = "rung-options.json"
+
+
+def rung_options(options: EncodeOptions, spec: RungSpec, crf: int) -> EncodeOptions:
+    """An SR rung's encode options: the ladder's, at the rung's scale and CRF."""
+    return options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None})
 
 
 def rung_key(options: EncodeOptions, crop: tuple[int, int, int, int]) -> str:
@@ -213,14 +328,20 @@ def rung_key(options: EncodeOptions, crop: tuple[int, int, int, int]) -> str:
     return json.dumps({"options": options.model_dump(mode="json"), "crop": list(crop)}, sort_keys=True)
 
 
-def finished_rung(folder: Path, key: str) -> Manifest | None:
-    """The manifest of the rung in ``folder`` if its encode finished with the same ``key``."""
+def write_rung_key(folder: Path, key: str, crf: int) -> None:
+    atomic_write_text(folder / RUNG_KEY, json.dumps({"key": key, "crf": crf}))
+
+
+def finished_rung(folder: Path, key: str) -> tuple[Manifest, int] | None:
+    """The manifest of the rung in ``folder`` and the CRF it is published at, if its encode
+    finished for the same ``key``."""
     from fitcast.manifest import parse
 
     try:
-        if (folder / RUNG_KEY).read_text() == key:
-            return parse((folder / "sr" / "manifest.json").read_bytes())
-    except (OSError, ValueError):
+        kept = json.loads((folder / RUNG_KEY).read_text())
+        if kept["key"] == key:
+            return parse((folder / "sr" / "manifest.json").read_bytes()), int(kept["crf"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return None
 
@@ -292,16 +413,20 @@ def publish_ladder(paths: LadderPaths, asset_id: str, src: LadderSource, rungs: 
     return ladder
 
 
-def ladder_report(ladder: Ladder, points: list[RatePoint], crfs: dict[int, int],
-                  seconds: dict[str, float]) -> dict[str, Any]:
+def ladder_report(ladder: Ladder, points: list[RatePoint], lifted: list[RatePoint], first: dict[int, int],
+                  crfs: dict[int, int], seconds: dict[str, float]) -> dict[str, Any]:
     hull = per_title_hull(points) if points else []
+    delivered = per_title_hull(delivered_points(points, lifted)) if points else []
     return {
         "rungs": [{"name": r.name, "scale": r.scale, "size": [r.width, r.height], "crf": r.crf,
                    "kbps_total": r.kbps, "kbps_video": r.average_bandwidth / 1000, "psnr_y": r.psnr_y,
                    "psnr_y_lanczos": r.psnr_y_lanczos, "model_kbits": r.bits.models / 1000} for r in ladder.rungs],
         "chosen_crf": {f"x{k}": v for k, v in crfs.items()},
+        "first_crf": {f"x{k}": v for k, v in first.items()},  # chosen on the lanczos hull, before the lift
         "measured": [p.__dict__ for p in points],
+        "lifted": [p.__dict__ for p in lifted],
         "hull": [p.__dict__ for p in hull],
+        "delivered_hull": [p.__dict__ for p in delivered],
         "seconds": dict(seconds),
     }
 
@@ -346,9 +471,13 @@ def write_ladder_report(report_dir: Path, report: dict[str, Any]) -> None:
             pts = sorted((p for p in report["measured"] if p["scale"] == scale), key=lambda p: p["kbps"])
             ax.plot([p["kbps"] for p in pts], [p["psnr_y"] for p in pts], "o-", ms=3, lw=1, alpha=0.7,
                     label=f"x{scale} + lanczos" if scale > 1 else "full resolution")
+        for scale in sorted({p["scale"] for p in report.get("lifted", [])}):
+            pts = sorted((p for p in report["lifted"] if p["scale"] == scale), key=lambda p: p["kbps"])
+            ax.plot([p["kbps"] for p in pts], [p["psnr_y"] for p in pts], "s-", ms=3, lw=1.5,
+                    label=f"x{scale} + its SR (models counted)")
         if report["hull"]:
             ax.plot([p["kbps"] for p in report["hull"]], [p["psnr_y"] for p in report["hull"]], "k--", lw=1,
-                    label="per-title hull")
+                    label="per-title hull (x264 + lanczos)")
         for r in report["rungs"]:
             ax.plot(r["kbps_total"], r["psnr_y"], "*", ms=12, label=f"rung {r['name']} (CRF {r['crf']})")
         ax.set_xscale("log")

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -78,7 +78,15 @@ from fitcast.upscale import RoutedUpscaler, select_patches
 from server.compute import Executor, InlineExecutor
 from server.planning import PlanResult, plan_frames, plan_target
 from server.report import write_report
-from sr_models.recipes import PRESETS, Recipe, SampleFiles, ShippedModel, receptive_radius, recipe_for
+from sr_models.recipes import (
+    FULL_WEIGHT_BITS,
+    PRESETS,
+    Recipe,
+    SampleFiles,
+    ShippedModel,
+    receptive_radius,
+    recipe_for,
+)
 
 if TYPE_CHECKING:
     from fitcast.asset import Asset
@@ -113,10 +121,13 @@ def encode(
     executor: Executor | None = None,
     limits: Limits | None = None,
     crop: tuple[int, int, int, int] | None = None,
+    trained_in: Path | None = None,
 ) -> Manifest:
     """Encode ``source`` into the asset directory ``out_dir`` (DESIGN §3) and return its manifest
     (``options`` default: ``EncodeOptions()``; ``limits``: ``Limits()``; ``crop``: the centre crop
-    whose sides are multiples of 2 * scale, or the one a ladder's rungs share)."""
+    whose sides are multiples of 2 * scale, or the one a ladder's rungs share).  ``trained_in``: a
+    folder that keeps the trained models: where it holds them already, the encode takes them instead
+    of training (a ladder's rung encoded again at another rate)."""
     options, limits = options or EncodeOptions(), limits or Limits()
     layout = AssetLayout(Path(out_dir))
     asset_id = validate_asset_id(asset_id or asset_slug(layout.root.name))
@@ -145,10 +156,15 @@ def encode(
     # 5. train: what the recipe trains, on the executor (inline, process pool or Ray)
     specs = recipe.train_specs(samples, arch, k=analysis.k, options=options, preset=preset, overlap=grid.overlap,
                                work=layout.work)
-    trained = run("train", train_models, specs, executor or InlineExecutor())
-    # 6. export: the shipped models as ONNX fp32, and int8 calibrated on the asset's own windows
+    trained = kept_training(trained_in, specs) or run("train", train_models, specs, executor or InlineExecutor())
+    if trained_in is not None:
+        keep_training(trained_in, trained)
+    # 6. export: each model's weights on the bits worth their rate; ONNX fp32, and int8 calibrated
+    #    on the asset's own windows
     models = run("export", export_models, recipe.models(arch, trained.states, analysis.k), samples, grid,
-                 int8=options.int8, seed=options.seed)
+                 int8=options.int8, seed=options.seed, weight_bits=recipe.weight_bits(options),
+                 shares=group_shares(analysis),
+                 rate_bytes=rendition.video_bytes + rendition.audio_bytes + label_bytes(analysis))
     # 7. evaluate: the player's pixels, the per-segment do-no-harm gate, the quality numbers
     evaluation = run("evaluate", evaluate, src, rendition, analysis, models, recipe.group_models(analysis.k),
                      int8=options.int8, base=base)
@@ -232,9 +248,12 @@ def shipped_models(asset: Asset) -> tuple[list[ShippedModel], bool]:
     models = []
     for mid in dict.fromkeys(e.id for e in m.models):
         fp32 = m.model(mid, "fp32")
+        q = m.model(mid, "int8") if int8 else None
         models.append(ShippedModel(mid, fp32.group, fp32.arch, None, fp32.group, fp32=asset.read_model(fp32),
-                                   int8=asset.read_model(m.model(mid, "int8")) if int8 else None,
-                                   params=fp32.params, macs_per_lr_px=fp32.macs_per_lr_px))
+                                   int8=asset.read_model(q) if q else None, params=fp32.params,
+                                   macs_per_lr_px=fp32.macs_per_lr_px))
+        if q is not None:  # what the int8 file says (8: an asset from before the field)
+            models[-1].weight_bits = q.weight_bits or 8
     return models, int8
 
 
@@ -414,6 +433,36 @@ def sample(src: Source, rendition: Rendition, analysis: Analysis, recipe: Recipe
     return SampleFiles(joint=joint)
 
 
+def keep_training(folder: Path, trained: Training) -> None:
+    """Copy the trained states and their training records into ``folder`` (see :func:`kept_training`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, state in enumerate(trained.states):
+        if state.parent != folder:
+            shutil.copyfile(state, folder / f"state{i}.pt")
+    atomic_write_text(folder / "training.json", json.dumps([r.to_dict() for r in trained.results]))
+
+
+def kept_training(folder: Path | None, specs: list) -> Training | None:
+    """The training :func:`keep_training` kept in ``folder``, if it is there for as many models."""
+    if folder is None or not (folder / "training.json").is_file():
+        return None
+    records = json.loads((folder / "training.json").read_text())
+    states = [folder / f"state{i}.pt" for i in range(len(specs))]
+    if len(records) != len(specs) or not all(p.is_file() for p in states):
+        return None
+    return Training(states=states, results=[KeptResult(r) for r in records])
+
+
+@dataclass(frozen=True)
+class KeptResult:
+    """A training record read back (the report marks it reused)."""
+
+    record: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.record | {"reused": True}
+
+
 def train_models(specs: list, executor: Executor, *, progress: StageProgress) -> Training:
     """Train every spec; in this process (inline) progress moves within each model too."""
     from sr_models.train import train
@@ -431,18 +480,70 @@ def train_models(specs: list, executor: Executor, *, progress: StageProgress) ->
 
 
 def export_models(models: list[ShippedModel], samples: SampleFiles, grid: Grid, *, int8: bool, seed: int,
+                  weight_bits: int | None = FULL_WEIGHT_BITS, rate_bytes: int = 0, shares: Sequence[float] = (),
                   progress: StageProgress) -> list[ShippedModel]:
     """Each model as ONNX fp32 (dynamic batch and size) and, with ``int8``, quantised on up to 384
-    of the asset's own training windows of the group it serves."""
+    of the asset's own training windows of the group it serves; its weights on ``weight_bits`` bits
+    (None: per int8 model, the bits that give the best quality at equal total rate, weighing its
+    gain on its training windows, as a gain over the frame (its group's ``shares`` of patches and
+    their lanczos error), against its shipped bytes beside ``rate_bytes`` of video, audio and
+    labels: ``sr_models.compact``)."""
+    from sr_models.compact import (
+        WEIGHT_BITS,
+        best_bits,
+        frame_gains,
+        gain_db,
+        int8_weights,
+        lanczos_error,
+        snap_weights,
+    )
     from sr_models.export import count_params, quantize_int8, to_onnx_bytes
 
-    for model in models:
+    def export(model: ShippedModel, bits: int) -> None:
+        path, group = samples.for_group(model.calibration_group)
+        model.net, model.weight_bits = snap_weights(model.net, bits), bits
         model.fp32 = to_onnx_bytes(model.net, sample_hw=(grid.window, grid.window))
+        model.int8 = quantize_int8(model.fp32, calibration_windows(path, group, seed=seed)) if int8 else None
         model.params, model.macs_per_lr_px = count_params(model.net), int(model.net.macs_per_lr_px)
-        if int8:
+
+    # every model on the full grid first: its shipped bytes there are what the others are weighed beside
+    for model in models:
+        export(model, FULL_WEIGHT_BITS if weight_bits is None else weight_bits)
+    if weight_bits is None and int8:  # (fp32 files hardly shrink on a coarser grid: they keep it)
+        full = [len(compress_model(m.shipped_bytes(int8))) for m in models]
+        measured = []
+        for model in models:  # each model's gain by bits on its own windows, and the error they carry
             path, group = samples.for_group(model.calibration_group)
-            model.int8 = quantize_int8(model.fp32, calibration_windows(path, group, seed=seed))
+            windows, residuals = training_pairs(path, group, seed=seed, n=256)
+            nets = {bits: snap_weights(model.net, bits) for bits in WEIGHT_BITS}
+            gains = {bits: gain_db(net, windows, residuals, overlap=grid.overlap, scale=grid.scale)
+                     for bits, net in nets.items()}
+            share = shares[model.group] if model.group is not None and len(shares) > model.group else 1.0
+            measured.append((nets, gains, share * lanczos_error(residuals)))
+        after = [own * 10 ** (-gains[FULL_WEIGHT_BITS] / 10) for _, gains, own in measured]
+        for n, (model, (nets, gains, own)) in enumerate(zip(models, measured, strict=True)):
+            # a grid's shipped bytes: the full grid's file with its weights coded again on that grid
+            fixed = full[n] - len(compress_model(int8_weights(model.net)))
+            sizes = {bits: fixed + len(compress_model(int8_weights(net))) for bits, net in nets.items()}
+            frame = frame_gains(gains, own, sum(after) - after[n])
+            bits = best_bits(frame, sizes, other_bytes=rate_bytes + sum(full) - full[n])
+            log.info("model %s: %d-bit weights (by bits, gain over the frame and shipped bytes: %s)", model.id, bits,
+                     ", ".join(f"{b}: {frame[b]:.3f} dB {sizes[b]} B" for b in WEIGHT_BITS))
+            if bits != FULL_WEIGHT_BITS:
+                export(model, bits)
+            progress((n + 1) / len(models))
     return models
+
+
+def label_bytes(analysis: Analysis) -> int:
+    """The bytes of the asset's label maps as published (one file per segment)."""
+    return sum(len(save_labels(labels)) for labels in analysis.labels)
+
+
+def group_shares(analysis: Analysis) -> list[float]:
+    """The share of all patches in each group (what a group's model can change of a frame)."""
+    counts = np.bincount(np.concatenate([lab.ravel() for lab in analysis.labels]), minlength=analysis.k)
+    return [float(c) / max(1, int(counts.sum())) for c in counts[: analysis.k]]
 
 
 def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list[ShippedModel],
@@ -580,6 +681,7 @@ def quality_report(options: EncodeOptions, src: Source, rendition: Rendition, an
         "ssim_y_sr": float(np.mean(ss["sr"])),
         "bits": bits,
         "model_bits_before_entropy_coding": sum(len(m.shipped_bytes(options.int8)) for m in models if m.id in used) * 8,
+        "weight_bits": {m.id: m.weight_bits for m in models if m.id in used},
         "bitrate_kbps": {key: value / rendition.duration / 1000 for key, value in bits.items()},
         "seconds": dict(seconds),
         "scorer": manifest.scorer,
@@ -646,20 +748,25 @@ class StageRunner:
         return out
 
 
-def calibration_windows(samples: Path, group: int | None, *, seed: int, n: int = 384) -> np.ndarray:
-    """Up to ``n`` LR windows (float32 NCHW in [0, 1]) of a samples file (of ``group`` when given)."""
+def training_pairs(samples: Path, group: int | None, *, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` training pairs of a samples file (of ``group`` when given): LR windows (uint8
+    NHWC) and HR residuals over lanczos (int16 NHWC)."""
     from sr_models.samples import read_samples
 
-    lr, _, groups = read_samples(samples)
+    lr, res, groups = read_samples(samples)
     idx = np.flatnonzero(groups == group) if group is not None else np.arange(len(lr))
-    idx = np.random.default_rng(seed).choice(idx, size=min(n, idx.size), replace=False)
-    return np.ascontiguousarray(lr[np.sort(idx)].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    idx = np.sort(np.random.default_rng(seed).choice(idx, size=min(n, idx.size), replace=False))
+    return lr[idx], res[idx]
+
+
+def calibration_windows(samples: Path, group: int | None, *, seed: int, n: int = 384) -> np.ndarray:
+    """Up to ``n`` LR windows (float32 NCHW in [0, 1]) of a samples file (of ``group`` when given)."""
+    lr, _ = training_pairs(samples, group, seed=seed, n=n)
+    return np.ascontiguousarray(lr.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
 def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool, base: str) -> list[ModelEntry]:
     """The manifest entries of one model (fp32, and int8 when shipped), files stored xz-coded."""
-    from sr_models.export import INT8_WEIGHT_BITS
-
     variants = [("fp32", model.fp32)] + ([("int8", model.int8)] if int8 and model.int8 is not None else [])
     entries = []
     for precision, onnx in variants:
@@ -668,7 +775,7 @@ def _model_entries(sr_dir: Path, model: ShippedModel, int8: bool, base: str) -> 
         entries.append(ModelEntry(id=model.id, uri=f"models/{path.name}", sha256=digest, bytes=len(blob), encoding="xz",
                                   arch=model.arch, params=model.params, macs_per_lr_px=model.macs_per_lr_px,
                                   precision=precision, runtime_hint="onnxruntime", group=model.group, residual=base,
-                                  weight_bits=INT8_WEIGHT_BITS if precision == "int8" else None))
+                                  weight_bits=model.weight_bits if precision == "int8" else None))
     return entries
 
 

@@ -56,6 +56,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Bits per weight of the int8 export's own grid (sr_models.export.INT8_WEIGHT_BITS); an encode may
+# ship fewer (sr_models.compact).
+FULL_WEIGHT_BITS = 7
+
+
 @dataclass
 class ShippedModel:
     """One model an asset ships: its id, the group it serves (``None``: every group), its
@@ -70,6 +75,7 @@ class ShippedModel:
     int8: bytes | None = None
     params: int = 0
     macs_per_lr_px: int = 0
+    weight_bits: int = FULL_WEIGHT_BITS  # bits per weight of the shipped grid (sr_models.compact)
 
     def shipped_bytes(self, int8: bool) -> bytes:
         """What a default player runs: the int8 variant where there is one."""
@@ -98,6 +104,10 @@ class Recipe:
     name: Method
     per_group_samples = False  # the sample stage writes one file per group
     trains = True
+
+    def weight_bits(self, options: EncodeOptions) -> int | None:
+        """The bits per weight it ships (None: chosen per model by the export stage)."""
+        return options.weight_bits
 
     def check(self, options: EncodeOptions) -> None:
         """Refuse options this method cannot serve (one line)."""
@@ -205,6 +215,9 @@ class Generic(Recipe):
         from sr_models.export import load_model
 
         return [ShippedModel("generic", None, arch, load_model(arch, generic_weights(arch["scale"])), None)]
+
+    def weight_bits(self, options):
+        return FULL_WEIGHT_BITS  # the baseline: the packaged weights as they are
 
 
 class Dydca(Recipe):

@@ -44,13 +44,14 @@ def bear_piece(clips) -> Path:
 @pytest.fixture(scope="session")
 def leaf_asset(tmp_path_factory, leaf_piece) -> Path:
     """A small stdo encode of the leaf piece: 0.5 s segments (2 segments), k=2, a tiny training budget,
-    no plan (a fitcast/1 asset: every frame routed by its groups)."""
+    no plan (a fitcast/1 asset: every frame routed by its groups), weights on the int8 export's own
+    7-bit grid (the pinned encode, tests/test_pinned.py; the default's choice is tested on the ladder)."""
     from fitcast.options import EncodeOptions
     from server.pipeline import encode
 
     out = tmp_path_factory.mktemp("assets") / "leaf"
     encode(leaf_piece, out, EncodeOptions(scale=2, method="stdo", k=2, segment_seconds=0.5, preset="fast",
-                                          iterations=150, target_fps=0))
+                                          iterations=150, target_fps=0, weight_bits=7))
     return out
 
 

@@ -67,6 +67,22 @@ def test_rungs_take_the_point_nearest_the_hull_in_their_band():
     assert fixed[4] == 30 and fixed[1] == 20
 
 
+def test_the_second_choice_asks_the_hull_of_delivered_quality():
+    """An SR rung's lifted points (its SR'd quality, its models' and labels' rate counted) replace its
+    resolution's lanczos points: here x4's SR lifts its CRF-32 encode above x2 at that rate, so x4
+    takes CRF 32 where lanczos alone chose CRF 28 (nearer the hull without SR)."""
+    from server.ladder import delivered_points
+
+    pts = _points()
+    gain = {4: {20: 0.2, 24: 0.5, 28: 0.6, 32: 3.3}, 2: dict.fromkeys((20, 24, 28, 32, 36), 0.3)}
+    lifted = [RatePoint(p.scale, p.crf, p.kbps + 10, p.psnr_y + gain[p.scale][p.crf]) for p in pts if p.scale > 1]
+    delivered = delivered_points(pts, lifted)
+    assert sorted((p.scale, p.crf) for p in delivered) == sorted((p.scale, p.crf) for p in pts)
+    assert all(p in delivered for p in lifted) and all(p in delivered for p in pts if p.scale == 1)
+    assert choose_rungs(pts, parse_rungs("auto"), top_crf=24) == {1: 24, 2: 28, 4: 28}
+    assert choose_rungs(delivered, parse_rungs("auto"), top_crf=24) == {1: 24, 2: 28, 4: 32}
+
+
 def test_rung_specs_refuse_nonsense():
     assert parse_rungs("x4:32,x2:27,x1:23") == [RungSpec(4, 32), RungSpec(2, 27), RungSpec(1, 23)]
     for bad in ("x5", "x2,x2", "x2:99", "auto,x2", ""):
@@ -275,13 +291,38 @@ def test_an_upload_encodes_a_one_rung_ladder_that_plays_as_any_asset(tmp_path, c
     assert alone["frames"] == sum(s.frames for s in rung.segments)
 
 
+def test_sr_rungs_are_lifted_and_published_at_the_rate_chosen_on_delivered_quality(ladder_dir):
+    """The report lifts every SR rung at every CRF its resolution was measured at (models and labels
+    in the rate), each rung is published at the CRF chosen on that, and a rung the lift moved was
+    encoded again with the models it trained (no second training)."""
+    report = json.loads((ladder_dir / "report" / "ladder.json").read_text())
+    ladder = parse_ladder((ladder_dir / "sr" / "ladder.json").read_text())
+    for rung in ladder.rungs:
+        assert rung.crf == report["chosen_crf"][rung.name]
+        if rung.scale == 1:
+            continue
+        measured = {p["crf"]: p for p in report["measured"] if p["scale"] == rung.scale}
+        lifted = {p["crf"]: p for p in report["lifted"] if p["scale"] == rung.scale}
+        assert set(lifted) == set(measured)
+        side = (rung.bits.models + rung.bits.labels) / sum(s.duration for s in rung.segments) / 1000
+        for crf, p in lifted.items():
+            assert p["kbps"] == pytest.approx(measured[crf]["kbps"] + side, rel=0.2)  # the rung's models counted
+        quality = json.loads((ladder_dir / "rungs" / rung.name / "report" / "quality.json").read_text())
+        assert quality["crf"] == rung.crf
+        moved = report["first_crf"][rung.name] != rung.crf
+        assert all(t.get("reused", False) == moved for t in quality["train"])
+
+
 def test_a_finished_rung_is_kept_only_for_the_same_options(ladder_dir):
     from server.ladder import RUNG_KEY, finished_rung
 
     folder = ladder_dir / "rungs" / "x2"
-    key = (folder / RUNG_KEY).read_text()
+    kept = json.loads((folder / RUNG_KEY).read_text())
+    key = kept["key"]
     assert json.loads(key)["options"]["scale"] == 2
-    assert finished_rung(folder, key).asset_id.endswith("-x2")
+    manifest, crf = finished_rung(folder, key)
+    assert manifest.asset_id.endswith("-x2") and crf == parse_ladder((ladder_dir / "sr" / "ladder.json").read_text()
+                                                                     ).rung("x2").crf
     other = json.loads(key)
     other["options"]["crf"] += 1
     assert finished_rung(folder, json.dumps(other, sort_keys=True)) is None

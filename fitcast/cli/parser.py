@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stdo/jstdo: start training from the shipped generic model (default: when the "
                           "preset's network is the generic one, i.e. balanced at x2 and x4)")
     enc.add_argument("--no-int8", dest="int8", action="store_false", help="ship fp32 models only")
+    enc.add_argument("--weight-bits", choices=("auto", "3", "4", "5", "6", "7"), default="auto",
+                     help="bits per shipped weight (auto: per model, the bits worth their rate, weighing its gain "
+                          "against its bytes beside the video; 7: the int8 export's own grid)")
     enc.add_argument("--target-fps", type=float, default=None,
                      help="plan every frame's routes to play at this rate on the device of --device-profile "
                           "(default: the source's frame rate; 0: no plan, an unplanned fitcast/1 asset)")
