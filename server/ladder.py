@@ -251,7 +251,7 @@ def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], poi
     lift = [spec for spec in specs if spec.scale > 1 and spec.crf is None and spec.name in encoded]
     if not lift:
         return []
-    stride = measured_stride(s)
+    stride = 2 * measured_stride(s)  # every other measured frame: an estimate to choose rates by
     references = {i: hr for i, hr in enumerate(iter_frames(s.path, crop=s.crop)) if i % stride == 0}
     lifted = []
     for n, spec in enumerate(lift):

@@ -514,7 +514,7 @@ def export_models(models: list[ShippedModel], samples: SampleFiles, grid: Grid, 
         measured = []
         for model in models:  # each model's gain by bits on its own windows, and the error they carry
             path, group = samples.for_group(model.calibration_group)
-            windows, residuals = training_pairs(path, group, seed=seed, n=256)
+            windows, residuals = training_pairs(path, group, seed=seed, n=128)
             nets = {bits: snap_weights(model.net, bits) for bits in WEIGHT_BITS}
             gains = {bits: gain_db(net, windows, residuals, overlap=grid.overlap, scale=grid.scale)
                      for bits, net in nets.items()}
