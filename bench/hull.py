@@ -14,7 +14,9 @@ reference every number is measured against, cropped so that x4 and x2 divide it.
   the rung of an existing ladder, ``--ladder CLIP=DIR``), then the same x264 encodes at every
   CRF analysed and upscaled by the player's routed SR with those models (the do-no-harm gate
   per segment), rate = video + models + label maps; fitcast's curve is the upper hull over its
-  SR points;
+  SR points (``--weight-bits auto``: the models exported again for each point's rate by the
+  encode's export stage, on the bits per weight it chooses there), and its *ladder* curve adds
+  the full-resolution x264 points a fitcast ladder also sends;
 - **fixed ladder**: one resolution per bitrate, the shape of Apple's HLS authoring ladder
   (x4 at 145, x2 at 365/730/1100, full at 2000/3000/4500 kbit/s for 1280x720 at 30 fps, scaled
   by pixel rate), x264 one-pass ABR, lanczos-upscaled;

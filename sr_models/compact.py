@@ -23,13 +23,13 @@ import copy
 import numpy as np
 import torch
 
+from fitcast.metrics import Y_WEIGHTS
 from sr_models.recipes import FULL_WEIGHT_BITS
 
 # Bits per weight a shipped model may take, most first; 7 is the int8 export's own grid.
 WEIGHT_BITS = (7, 6, 5, 4, 3)
 
-# The luma weights (BT.601) the gain is measured in, as everywhere in fitcast.
-_Y = np.array([0.299, 0.587, 0.114])
+_Y = Y_WEIGHTS.astype(np.float64)  # PSNR-Y's luma weights, as everywhere in fitcast
 
 
 def snap_weights(net: torch.nn.Module, bits: int) -> torch.nn.Module:
