@@ -46,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bd_rate, clip_piece, machine, update_readme  # noqa: E402
-from fitcast.grid import save_labels  # noqa: E402
 from fitcast.ladder import RatePoint, per_title_hull  # noqa: E402
 from fitcast.media import (  # noqa: E402
     HlsEncoder,
@@ -171,7 +170,7 @@ class HullBench:
         if key in entry["points"]:
             return
         from fitcast.asset import open_asset
-        from server.pipeline import Rendition, Source, analyse, evaluate
+        from server.pipeline import Rendition, Source, analyse, evaluate, label_bytes
         from sr_models.recipes import recipe_for
 
         t0 = time.perf_counter()
@@ -185,7 +184,7 @@ class HullBench:
         src = Source(ref, info, crop, scale, seg_frames)
         rendition = Rendition(hls, segs, max(1, info.frames), video // 8, 0, "")
         analysis = analyse(src, rendition, m.grid(), m.k, progress=lambda _: None)
-        labels = sum(len(save_labels(lab)) for lab in analysis.labels) * 8
+        labels = label_bytes(analysis) * 8
         models, int8, model_bits = self.shipped(asset_dir, ref, (video + labels) // 8)
         from fitcast.options import EncodeOptions
 
