@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, gt=0)
     # Encode overrides for every job (tests use tiny budgets).
     train_iterations: int | None = None
+    # Encode seconds per second of source (of 720p30 above that size) that bound how far training
+    # grows with a source's length (EncodeOptions.encode_budget; 0: no limit).
+    encode_budget: float = Field(default=60.0, ge=0)
     # Where encodes train their models: auto = a GPU when torch sees one, else the CPU.
     train_device: str = "auto"
     # Signed webhooks on job state changes (server.webhooks): where, and the shared secret.

@@ -59,6 +59,11 @@ class EncodeOptions(UploadOptions):
     seed: int = 0
     # Override the preset's training iterations (tests use tiny budgets).
     iterations: Annotated[int | None, Field(ge=1)] = None
+    # Encode seconds per second of source (per second of 1280x720 at 30 fps for larger sources):
+    # without --iterations the training budget grows with the length (the preset's, times up to 4),
+    # but that growth stops where training would take more than half of this on the machine that
+    # encodes (never below the preset's own budget).  0: no limit.
+    encode_budget: Annotated[float, Field(ge=0)] = 60.0
     # JSTDO's data-aware sampling: share of each group in a batch, hardest first
     # (default: falling linearly from 2 to 1).
     group_weights: tuple[float, ...] | None = None

@@ -201,10 +201,10 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
         if spec.scale == 1:
             rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
         else:
-            key = rung_key(rung_options(options, spec, crf), src.source.crop)
+            key = rung_key(rung_options(options, spec, crf, sr_rungs=sr_count(specs)), src.source.crop)
             kept = finished_rung(folder, key)  # a rung an earlier run of this ladder encode finished: kept
             if kept is None:
-                manifest = encode(src.path, folder, rung_options(options, spec, crf),
+                manifest = encode(src.path, folder, rung_options(options, spec, crf, sr_rungs=sr_count(specs)),
                                   asset_id=f"{asset_id}-{spec.name}"[-64:], progress=sub, executor=executor,
                                   limits=limits, crop=src.source.crop, trained_in=training_dir(paths, spec))
                 kept = manifest, crf
@@ -298,16 +298,17 @@ def rerate_rungs(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], fi
     published = {r.name: r.crf for r in rungs}
     moved = [spec for spec in specs if spec.scale > 1 and crfs[spec.scale] != published[spec.name]]
     out = [r for r in rungs if r.name not in {spec.name for spec in moved}]
+    n_sr = sr_count(specs)
     for n, spec in enumerate(moved):
         folder = paths.rung(spec.name)
         (folder / RUNG_KEY).unlink(missing_ok=True)
-        manifest = encode(src.path, folder, rung_options(options, spec, crfs[spec.scale]),
+        manifest = encode(src.path, folder, rung_options(options, spec, crfs[spec.scale], sr_rungs=n_sr),
                           asset_id=f"{asset_id}-{spec.name}"[-64:], executor=executor, limits=limits,
                           crop=src.source.crop, trained_in=training_dir(paths, spec),
                           progress=lambda _stage, f, n=n: progress((n + f) / len(moved)))
         # kept under the options it was first chosen with: a run again finds it and keeps it
-        write_rung_key(folder, rung_key(rung_options(options, spec, first[spec.scale]), src.source.crop),
-                       crfs[spec.scale])
+        write_rung_key(folder, rung_key(rung_options(options, spec, first[spec.scale], sr_rungs=n_sr),
+                                        src.source.crop), crfs[spec.scale])
         out.append(sr_rung(spec, crfs[spec.scale], manifest, folder, paths))
     progress(1.0)
     return out
@@ -318,9 +319,15 @@ def rerate_rungs(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], fi
 RUNG_KEY = "rung-options.json"
 
 
-def rung_options(options: EncodeOptions, spec: RungSpec, crf: int) -> EncodeOptions:
-    """An SR rung's encode options: the ladder's, at the rung's scale and CRF."""
-    return options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None})
+def sr_count(specs: list[RungSpec]) -> int:
+    return sum(1 for s in specs if s.scale > 1)
+
+
+def rung_options(options: EncodeOptions, spec: RungSpec, crf: int, *, sr_rungs: int = 1) -> EncodeOptions:
+    """An SR rung's encode options: the ladder's, at the rung's scale and CRF, with its share of the
+    ladder's encode budget (the ``sr_rungs`` SR rungs share the training time one encode gets)."""
+    return options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None,
+                                      "encode_budget": options.encode_budget / max(1, sr_rungs)})
 
 
 def rung_key(options: EncodeOptions, crop: tuple[int, int, int, int]) -> str:

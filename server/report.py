@@ -30,7 +30,8 @@ def plot_quality(report: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     fp = report["frame_psnr_y"]
     axes[0].plot(fp["lanczos"], label=f"lanczos ({report['psnr_y_lanczos']:.2f} dB)", lw=1)
-    axes[0].plot(fp["bicubic"], label=f"bicubic ({report['psnr_y_bicubic']:.2f} dB)", lw=1, alpha=0.6)
+    measured = report.get("diagnostic_frames") or range(len(fp["bicubic"]))  # bicubic: on those frames
+    axes[0].plot(measured, fp["bicubic"], label=f"bicubic ({report['psnr_y_bicubic']:.2f} dB)", lw=1, alpha=0.6)
     axes[0].plot(fp["sr"], label=f"fitcast {report['method']} ({report['psnr_y_sr']:.2f} dB)", lw=1.5)
     axes[0].set_xlabel("frame")
     axes[0].set_ylabel("PSNR-Y (dB)")

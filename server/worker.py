@@ -86,7 +86,8 @@ def run_job(settings_json: str, asset_id: str, owner: str | None = None) -> None
         if job.source_name is None:
             raise RuntimeError("the job has no source file")
 
-        options = EncodeOptions.model_validate({"train_device": settings.train_device} | dict(job.options))
+        options = EncodeOptions.model_validate({"train_device": settings.train_device,
+                                                 "encode_budget": settings.encode_budget} | dict(job.options))
         if settings.train_iterations:
             options = options.model_copy(update={"iterations": settings.train_iterations})
         asset_dir = settings.assets_dir / asset_id

@@ -20,7 +20,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,22 @@ class TrainSpec:
     # "cpu", "cuda", or "auto" (cuda when torch sees a GPU).  Data and model move there whole:
     # the sample sets are a few hundred MB at most.
     device: str = "cpu"
+    # A wall-clock budget: ``iterations`` is then the most it runs; after ``RATE_PROBE`` iterations
+    # the rate measured on this machine fixes how many fit in ``seconds``, never fewer than
+    # ``min_iterations`` (the cosine schedule spans the iterations it will run).
+    seconds: float | None = None
+    min_iterations: int = 1
+
+
+RATE_PROBE = (5, 25)  # iterations timed between (after the first ones' warm-up) for a time budget
+
+
+def within_seconds(specs: list[TrainSpec], seconds: float, *, floor: float) -> list[TrainSpec]:
+    """``specs`` sharing a wall-clock budget of ``seconds`` in proportion to their iterations, each
+    running at least ``floor`` (a fraction) of its iterations."""
+    total = sum(s.iterations for s in specs) or 1
+    return [replace(s, seconds=seconds * s.iterations / total, min_iterations=max(1, round(s.iterations * floor)))
+            for s in specs]
 
 
 @dataclass
@@ -70,6 +86,8 @@ class TrainResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
     precision: str = "fp32"  # what it trained in: "bf16" (autocast) or "fp32"
     layout: str = "nchw"  # "nhwc" or "nchw"
+    planned: int | None = None  # with a time budget: the most it could have run, and the budget
+    budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,12 +151,24 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
     def lr_at(i: int) -> float:
         return spec.lr_min + 0.5 * (spec.lr - spec.lr_min) * (1 + math.cos(math.pi * i / total))
 
+    timed = spec.seconds is not None and total > RATE_PROBE[1]
+    probe_t0 = 0.0
+
     curve: list[tuple[int, float]] = []
     first = last = float("nan")
     running = 0.0
     t0 = time.perf_counter()
     bs = min(spec.batch_size, n)
-    for it in range(total):
+    it = 0
+    while it < total:
+        if timed and it in RATE_PROBE:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if it == RATE_PROBE[0]:
+                probe_t0 = time.perf_counter()
+            else:
+                total = fitting_iterations(spec, it_per_s=(it - RATE_PROBE[0]) / (time.perf_counter() - probe_t0),
+                                           spent=time.perf_counter() - t0)
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
         if probs is None:
@@ -165,6 +195,7 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
             if progress is not None:
                 progress(it + 1, total, running)
         last = running
+        it += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -185,7 +216,17 @@ def train(spec: TrainSpec, progress: Callable[[int, int, float], None] | None = 
         curve=curve,
         precision="bf16" if bf16 else "fp32",
         layout="nhwc" if channels_last else "nchw",
+        planned=spec.iterations if timed else None,
+        budget_s=spec.seconds if timed else None,
     )
+
+
+def fitting_iterations(spec: TrainSpec, *, it_per_s: float, spent: float) -> int:
+    """How many iterations a time-budgeted spec runs: what fits in what is left of its seconds at
+    the measured rate, between ``min_iterations`` and ``iterations`` (and past the rate probe)."""
+    assert spec.seconds is not None
+    fit = RATE_PROBE[1] + int(max(0.0, spec.seconds - spent) * it_per_s)
+    return max(RATE_PROBE[1] + 1, min(spec.iterations, max(spec.min_iterations, fit)))
 
 
 _Y = torch.from_numpy(Y_WEIGHTS).view(1, 3, 1, 1)

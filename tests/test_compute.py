@@ -73,3 +73,26 @@ def test_ray_trains_the_same_models_as_inline(specs):
 def test_unknown_executor_is_refused():
     with pytest.raises(ValueError, match="inline, process or ray"):
         make_executor("dask")
+
+
+def test_a_time_budget_stops_training_at_what_fits_on_this_machine(specs, tmp_path):
+    """With a wall-clock budget the iterations are what fits in it at the rate measured after the
+    first ones, within [min_iterations, iterations]; the result says what was planned."""
+    spec = dataclasses.replace(specs[0], out=tmp_path / "timed.pt", iterations=100_000, seconds=1.0, min_iterations=40)
+    result = train(spec)
+    assert 40 <= result.iterations < 100_000 and result.planned == 100_000 and result.budget_s == 1.0
+    assert result.seconds < 20  # a budget of one second, not 100,000 iterations
+    floor = train(dataclasses.replace(spec, out=tmp_path / "floor.pt", seconds=1e-3, min_iterations=60))
+    assert floor.iterations == 60  # never below the floor
+    free = train(dataclasses.replace(spec, out=tmp_path / "free.pt", iterations=50, seconds=None))
+    assert free.iterations == 50 and free.planned is None and free.budget_s is None
+
+
+def test_specs_share_a_budget_by_their_iterations():
+    from sr_models.train import within_seconds
+
+    a = TrainSpec(samples="s", out="a", arch=ARCH, overlap=1, iterations=3000)
+    b = dataclasses.replace(a, out="b", iterations=1000)
+    shared = within_seconds([a, b], 400.0, floor=0.5)
+    assert [s.seconds for s in shared] == [300.0, 100.0]
+    assert [s.min_iterations for s in shared] == [1500, 500] and [s.iterations for s in shared] == [3000, 1000]

@@ -326,3 +326,16 @@ def test_a_finished_rung_is_kept_only_for_the_same_options(ladder_dir):
     other = json.loads(key)
     other["options"]["crf"] += 1
     assert finished_rung(folder, json.dumps(other, sort_keys=True)) is None
+
+
+def test_sr_rungs_share_the_encode_budget(ladder_dir):
+    """Each of a ladder's SR rungs trains within its share of the one encode budget (the fixture's
+    ladder has two SR rungs; their recorded options say half each)."""
+    from fitcast.options import EncodeOptions
+    from server.ladder import RUNG_KEY, rung_options
+
+    budgets = [json.loads(json.loads((ladder_dir / "rungs" / name / RUNG_KEY).read_text())["key"])
+               ["options"]["encode_budget"] for name in ("x4", "x2")]
+    assert budgets == [EncodeOptions().encode_budget / 2] * 2
+    spec = parse_rungs("x4:30,x2:25,x1:20")[0]
+    assert rung_options(EncodeOptions(encode_budget=90), spec, 30, sr_rungs=3).encode_budget == 30

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -99,7 +101,12 @@ def test_export_then_evaluate_gates_a_harmful_model_to_lanczos(staged, tmp_path)
     # both go to lanczos, and the frames are then exactly the lanczos frames
     assert [s.routes for s in ev.segments] == [{"0": LANCZOS, "1": LANCZOS}] * 2
     assert ev.frame_psnr["sr"] == pytest.approx(ev.frame_psnr["lanczos"], abs=1e-9)
-    assert len(ev.frame_psnr["sr"]) == 30 and len(ev.frame_ssim["sr"]) == 30
+    # PSNR-Y on every frame; the diagnostics on every DIAGNOSTIC_STRIDE-th, their means carried by
+    # the difference to the curve measured on every frame (the fp32 routes are lanczos here too)
+    assert len(ev.frame_psnr["sr"]) == 30 and ev.diagnostic_frames == list(range(0, 30, P.DIAGNOSTIC_STRIDE))
+    assert len(ev.frame_ssim["sr"]) == len(ev.frame_psnr["bicubic"]) == len(ev.diagnostic_frames)
+    assert ev.mean_psnr("sr_fp32") == pytest.approx(ev.mean_psnr("sr"), abs=1e-9)
+    assert ev.mean_psnr("bicubic") < ev.mean_psnr("lanczos")
     assert ev.used_models() == set()
 
 
@@ -132,3 +139,15 @@ def test_a_stage_reports_its_own_progress_and_seconds():
     assert run("analyse", stage, 1) == 2
     assert seen == [("analyse", 0.09), ("analyse", 0.12), ("analyse", 0.15)]  # 0.09 + 0.06 x fraction
     assert set(run.seconds) == {"analyse", "total"}
+
+
+def test_the_training_time_of_an_encode_budget_scales_with_length_and_pixels(staged):
+    _, _, src, _, _ = staged
+    info_720 = dataclasses.replace(src.info, duration=24.0, fps=Fraction(30))
+    at_720 = dataclasses.replace(src, info=info_720, crop=(0, 0, 1280, 720))
+    assert P.training_seconds(at_720, 60.0) == pytest.approx(P.TRAIN_SHARE * 60.0 * 24.0)
+    at_1080 = dataclasses.replace(at_720, crop=(0, 0, 1920, 1080))
+    assert P.training_seconds(at_1080, 60.0) == pytest.approx(2.25 * P.training_seconds(at_720, 60.0))
+    small = dataclasses.replace(at_720, crop=(0, 0, 640, 360))  # below 720p: per second of source
+    assert P.training_seconds(small, 60.0) == P.training_seconds(at_720, 60.0)
+    assert P.training_seconds(src, 0.0) is None  # no limit

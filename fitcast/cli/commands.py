@@ -59,7 +59,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     options = EncodeOptions.parse(
         scale=args.scale, method=args.method or ("jstdo" if args.arch else None), k=args.k, crf=args.crf,
         segment_seconds=args.segment_seconds, preset=args.preset, iterations=args.iterations,
-        group_weights=args.group_weights, int8=args.int8, train_device=args.train_device, warm_start=args.warm_start,
+        encode_budget=args.encode_budget, group_weights=args.group_weights, int8=args.int8,
+        train_device=args.train_device, warm_start=args.warm_start,
         weight_bits=None if args.weight_bits == "auto" else int(args.weight_bits),
         target_fps=args.target_fps, device_profile=args.device_profile, plan_queue=args.plan_queue, base=args.base,
         plan_headroom=args.plan_headroom, ladder=args.ladder, **_searched_arch(args.arch),

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--preset", choices=PRESET_NAMES, default="balanced",
                      help="model size and training budget (realtime: small enough to play at 720p on a weak CPU)")
     enc.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations")
+    enc.add_argument("--encode-budget", type=float, default=None, metavar="SECONDS",
+                     help="encode seconds per second of source, per second of 720p30 above that size (default 60): "
+                          "without --iterations, training grows with the length only while it takes at most half "
+                          "of this on this machine; 0: no limit")
     enc.add_argument("--group-weights", type=_weights, default=None,
                      help="jstdo: sampling weight of each group, hardest first (e.g. 2,1)")
     enc.add_argument("--train-device", default="auto",
