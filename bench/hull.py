@@ -373,14 +373,15 @@ def plot(data: dict, out: Path) -> None:
         for ax, metric in zip(axes, ("psnr_y", "vmaf"), strict=True):
             for kind, scale, style in [("x264", 4, "o:"), ("x264", 2, "o:"), ("x264", 1, "o-"),
                                        ("fitcast", 4, "s-"), ("fitcast", 2, "s-"), ("fitcast7bit", 4, "s:"),
-                                       ("fitcast7bit", 2, "s:"), ("fixed", 0, "^--")]:
+                                       ("fitcast7bit", 2, "s:"), ("fitcast800it", 2, "s--"), ("fixed", 0, "^--")]:
                 pts = sorted((p for p in entry["points"].values() if p["kind"] == kind and
                               (scale == 0 or p["scale"] == scale) and p.get(metric) is not None),
                              key=lambda p: p["kbps"])
                 if pts:
                     name = {"x264": f"x264 x{scale} + lanczos" if scale > 1 else "x264 full resolution",
                             "fitcast": f"fitcast x{scale}", "fixed": "fixed ladder",
-                            "fitcast7bit": f"fitcast x{scale}, 7-bit weights (before)"}[kind]
+                            "fitcast7bit": f"fitcast x{scale}, 7-bit weights (before)",
+                            "fitcast800it": f"fitcast x{scale}, 800 iterations per group (before)"}[kind]
                     ax.plot([p["kbps"] for p in pts], [p[metric] for p in pts], style, ms=3, lw=1, label=name)
             hull = per_title_hull(_points(entry, ("x264",), metric))
             if hull:
