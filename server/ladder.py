@@ -201,10 +201,11 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
         if spec.scale == 1:
             rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
         else:
-            key = rung_key(rung_options(options, spec, crf, sr_rungs=sr_count(specs)), src.source.crop)
+            mine = rung_options(options, spec, crf, sr_rungs=sr_count(specs))
+            key = rung_key(mine, src.source.crop)
             kept = finished_rung(folder, key)  # a rung an earlier run of this ladder encode finished: kept
             if kept is None:
-                manifest = encode(src.path, folder, rung_options(options, spec, crf, sr_rungs=sr_count(specs)),
+                manifest = encode(src.path, folder, mine,
                                   asset_id=f"{asset_id}-{spec.name}"[-64:], progress=sub, executor=executor,
                                   limits=limits, crop=src.source.crop, trained_in=training_dir(paths, spec))
                 kept = manifest, crf
