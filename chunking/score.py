@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from fitcast.grid import Grid
@@ -25,6 +26,51 @@ def patch_sse_y(pred: np.ndarray, hr: np.ndarray, grid: Grid) -> np.ndarray:
     full = np.zeros((grid.gh * ps, grid.gw * ps), np.float32)
     full[: d2.shape[0], : d2.shape[1]] = d2
     return full.reshape(grid.gh, ps, grid.gw, ps).sum(axis=(1, 3), dtype=np.float64)
+
+
+class PatchErrors:
+    """Per-patch squared Y errors of one frame's ``base`` plus residual blocks against ``hr``,
+    patch by patch: what :func:`patch_sse_y` gives for ``saturate(base + residual)`` on the
+    patches asked for, without composing a whole frame (the encoder's plan stage scores a
+    dozen candidate residuals a frame, most of them on a few patches).  Pixels outside the
+    frame count nothing."""
+
+    def __init__(self, base: np.ndarray, hr: np.ndarray, grid: Grid) -> None:
+        self.grid = grid
+        self.base, self.hr = self._blocks(base), self._blocks(hr)
+        self.valid = np.ascontiguousarray(grid.valid_mask(), np.float32)
+
+    def _blocks(self, frame: np.ndarray) -> np.ndarray:
+        g, ps = self.grid, self.grid.hr_patch
+        full = np.zeros((g.gh * ps, g.gw * ps, 3), np.uint8)
+        full[: frame.shape[0], : frame.shape[1]] = frame
+        return np.ascontiguousarray(full.reshape(g.gh, ps, g.gw, ps, 3).transpose(0, 2, 1, 3, 4))
+
+    def of_base(self) -> np.ndarray:
+        """``float64[gh, gw]``: the base alone (no residual)."""
+        g = self.grid
+        rows, cols = np.divmod(np.arange(g.patches), g.gw)
+        return self.at(rows, cols, None).reshape(g.shape)
+
+    def of_all(self, residual: np.ndarray) -> np.ndarray:
+        """``float64[gh, gw]`` with ``residual`` int16 ``[gh * gw, Ps, Ps, 3]`` (row-major) on every patch."""
+        g = self.grid
+        rows, cols = np.divmod(np.arange(g.patches), g.gw)
+        return self.at(rows, cols, residual).reshape(g.shape)
+
+    def at(self, rows: np.ndarray, cols: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
+        """``float64[n]`` of the patches (rows, cols) with ``residual`` int16 ``[n, Ps, Ps, 3]`` (None: none)."""
+        ps, n = self.grid.hr_patch, len(rows)
+        if n == 0:
+            return np.zeros(0)
+        every = n == self.grid.patches
+        base = (self.base if every else self.base[rows, cols]).reshape(n * ps, ps, 3)
+        hr = (self.hr if every else self.hr[rows, cols]).reshape(n * ps, ps, 3)
+        pred = base if residual is None else cv2.add(base, np.ascontiguousarray(residual).reshape(n * ps, ps, 3),
+                                                     dtype=cv2.CV_8U)
+        d = y_error(pred, hr)
+        d2 = cv2.multiply(cv2.multiply(d, d), (self.valid if every else self.valid[rows, cols]).reshape(n * ps, ps))
+        return d2.reshape(n, ps * ps).sum(axis=1, dtype=np.float64)
 
 
 def patch_pixels(grid: Grid) -> np.ndarray:

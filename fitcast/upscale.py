@@ -8,9 +8,10 @@ identical pixels.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -91,9 +92,13 @@ class RoutedUpscaler:
     canvas and one input buffer per model (room for every patch of a frame) are
     allocated here once and reused for every frame; each model runs once per
     frame on the batch of its patches.
+
+    ``keep_unchanged``: run a model only on windows whose pixels changed since it last ran there
+    (:class:`KeptResiduals`; the encoder's evaluate stage).
     """
 
-    def __init__(self, grid: Grid, sessions: Mapping[str, Session], base: str = LANCZOS) -> None:
+    def __init__(self, grid: Grid, sessions: Mapping[str, Session], base: str = LANCZOS, *,
+                 keep_unchanged: bool = False) -> None:
         self.grid = grid
         self.base = base
         self.sessions = dict(sessions)
@@ -101,10 +106,15 @@ class RoutedUpscaler:
         n, w, ps = grid.patches, grid.window, grid.hr_patch
         self.buffers = {mid: np.empty((n, 3, w, w), np.float32) for mid in self.sessions}
         self.residuals = np.empty((n, ps, ps, 3), np.float32)
+        self.kept = ({mid: KeptResiduals(grid, functools.partial(self._residual, mid)) for mid in self.sessions}
+                     if keep_unchanged else None)
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, sessions: Mapping[str, Session]) -> RoutedUpscaler:
         return cls(manifest.grid(), sessions, manifest.base)
+
+    def _residual(self, model_id: str, windows: np.ndarray) -> np.ndarray:
+        return run_residual(self.sessions[model_id], windows, self.grid, self.buffers[model_id], self.residuals)
 
     def upscale(self, lr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],
                 base: np.ndarray | None = None) -> np.ndarray:
@@ -121,11 +131,40 @@ class RoutedUpscaler:
                 rows, cols = np.nonzero(np.isin(labels, wanted))
                 if rows.size == 0:
                     continue
-                residual = run_residual(self.sessions[model_id], windows[rows, cols], self.grid,
-                                        self.buffers[model_id], self.residuals)
+                if self.kept is None:
+                    residual = self._residual(model_id, windows[rows, cols])
+                else:
+                    residual = self.kept[model_id].at(windows[rows, cols], rows * self.grid.gw + cols)
                 blocks = self.canvas.blocks
                 blocks[rows, cols] = add_residual(blocks[rows, cols], residual)
         return self.canvas.frame
+
+
+class KeptResiduals:
+    """One model's last window and residual at every patch of a grid: the model runs only on
+    windows whose pixels changed since it last ran there (the same window gives the same residual;
+    static content, where the decoder copies skipped blocks bit for bit, keeps most of them).
+    ``run`` maps windows ``[n, W, W, 3]`` to residuals ``[n, Ps, Ps, 3]`` of ``dtype``."""
+
+    def __init__(self, grid: Grid, run: Callable[[np.ndarray], np.ndarray], dtype: type = np.float32) -> None:
+        n, w, ps = grid.patches, grid.window, grid.hr_patch
+        self.run = run
+        self.windows = np.zeros((n, w, w, 3), np.uint8)
+        self.residual: np.ndarray = np.zeros((n, ps, ps, 3), dtype)
+        self.valid = np.zeros(n, bool)
+        self.windows_run = 0
+
+    def at(self, windows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``[len(idx), Ps, Ps, 3]``: the residuals of ``windows`` ``[len(idx), W, W, 3]``, the
+        windows of the patches ``idx`` (row-major), run where the window changed."""
+        stale = ~self.valid[idx] | (windows != self.windows[idx]).reshape(idx.size, -1).any(axis=1)
+        run = idx[stale]
+        if run.size:
+            fresh = windows[stale]
+            self.residual[run] = self.run(np.ascontiguousarray(fresh))
+            self.windows[run], self.valid[run] = fresh, True
+            self.windows_run += int(run.size)
+        return self.residual[idx]
 
 
 def select_patches(base: np.ndarray, sr: np.ndarray, labels: np.ndarray, routes: Mapping[str, str],

@@ -592,8 +592,10 @@ def evaluate(src: Source, rendition: Rendition, analysis: Analysis, models: list
     per-segment quality); the diagnostics beside them (bicubic, SSIM, the fp32 models) on every
     ``diagnostic_stride``-th frame.  ``sink`` gets every final frame (the benchmarks' VMAF)."""
     grid, k = analysis.grid, analysis.k
-    upscaler = RoutedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, base)
-    fp32 = RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}, base) if int8 and measure_fp32 else None
+    upscaler = RoutedUpscaler(grid, {m.id: OrtSession(m.shipped_bytes(int8)) for m in models}, base,
+                              keep_unchanged=True)
+    fp32 = (RoutedUpscaler(grid, {m.id: OrtSession(m.fp32) for m in models}, base, keep_unchanged=True)
+            if int8 and measure_fp32 else None)
     all_sr = {str(g): group_models[g] for g in range(k)}
     result = Evaluation(segments=[], frame_psnr={"lanczos": [], "bicubic": [], "sr": [], "sr_fp32": []},
                         frame_ssim={"lanczos": [], "sr": []})

@@ -172,7 +172,7 @@ class _ZeroSession:
 
 
 def test_the_encoder_refines_a_vector_that_is_a_pixel_off():
-    from server.planning import route_errors
+    from server.planning import ModelResiduals, route_errors
 
     grid = Grid(64, 48, patch=16, overlap=0, scale=2)
     up = PlannedUpscaler(grid, {"zero": _ZeroSession(grid)}, ["lanczos", REUSE, "zero"])
@@ -189,9 +189,88 @@ def test_the_encoder_refines_a_vector_that_is_a_pixel_off():
     hr = np.clip(base + moved, 0, 255).astype(np.uint8)
     off = np.zeros((1, *grid.shape, 2), np.int8)
     off[..., :] = (3, -4)  # the flow's vector, a pixel off
-    _, reuse_err, vectors, _ = route_errors(up, ["zero"], np.zeros((48, 64, 3), np.uint8), base, hr, off)
+    lr = np.zeros((48, 64, 3), np.uint8)
+    _, reuse_err, vectors, _ = route_errors(ModelResiduals(up, ["zero"]), lr, base, hr, off)
     best = np.take_along_axis(vectors, reuse_err.argmin(axis=0)[None, ..., None], axis=0)[0]
     inner = (slice(0, 2), slice(1, 4))  # patches whose source lies inside the frame
     assert (best[inner] == true).all()
     assert (reuse_err.min(axis=0)[inner] == 0).all() and (reuse_err[1][inner] > 0).all()
     assert (reuse_err[1][inner] < reuse_err[0][inner]).all()  # the flow's vector beat reuse in place
+
+
+class _CountingEcho:
+    """A 'model' whose residual is its window's own pixels, scaled up (a function of the window
+    alone, as a network's is), counting the windows it runs on."""
+
+    def __init__(self, grid):
+        self.scale, self.windows = grid.scale, 0
+
+    def run(self, x):
+        self.windows += x.shape[0]
+        return np.repeat(np.repeat(x - 0.5, self.scale, axis=2), self.scale, axis=3) * 0.1
+
+
+def _one_pixel_changed(leaf_piece):
+    """A real LR frame of a 64x48 grid and the same frame with one LR pixel changed, and how many
+    windows hold that pixel (windows overlap by their margins)."""
+    from fitcast.media import downscale, iter_frames
+
+    grid = Grid(64, 48, patch=16, overlap=3, scale=2)
+    lr = downscale(next(iter_frames(leaf_piece))[:96, :128], 2)
+    changed = lr.copy()
+    changed[17, 33] ^= 0xFF
+    holding = sum(1 for r in range(grid.gh) for c in range(grid.gw)
+                  if r * 16 - 3 <= 17 < r * 16 + 19 and c * 16 - 3 <= 33 < c * 16 + 19)
+    return grid, lr, changed, holding
+
+
+def test_the_plan_stage_runs_the_models_only_on_windows_that_changed(leaf_piece):
+    from server.planning import ModelResiduals
+
+    grid, lr, changed, holding = _one_pixel_changed(leaf_piece)
+    echo = _CountingEcho(grid)
+    cache = ModelResiduals(PlannedUpscaler(grid, {"echo": echo}, ["lanczos", REUSE, "echo"]), ["echo"])
+    first = cache.of(lr).copy()
+    assert echo.windows == grid.patches == cache.windows_run
+    assert np.array_equal(cache.of(lr), first) and echo.windows == grid.patches  # the same frame: nothing runs
+    again = cache.of(changed)
+    assert echo.windows == grid.patches + holding and holding == 4
+    fresh = ModelResiduals(PlannedUpscaler(grid, {"echo": _CountingEcho(grid)}, ["lanczos", REUSE, "echo"]), ["echo"])
+    assert np.array_equal(again, fresh.of(changed))  # what the cache kept is what running afresh gives
+    assert not np.array_equal(again, first)
+
+
+def test_the_evaluate_stage_upscales_as_the_player_running_only_changed_windows(leaf_piece):
+    from fitcast.upscale import RoutedUpscaler
+
+    grid, lr, changed, holding = _one_pixel_changed(leaf_piece)
+    labels = (np.arange(grid.patches).reshape(grid.shape) % 2).astype(np.uint8)
+    routes = {"0": "a", "1": "b"}
+    player = RoutedUpscaler(grid, {"a": _CountingEcho(grid), "b": _CountingEcho(grid)})
+    encoder = RoutedUpscaler(grid, {"a": (a := _CountingEcho(grid)), "b": (b := _CountingEcho(grid))},
+                             keep_unchanged=True)
+    for frame in (lr, lr, changed, changed, lr):
+        assert np.array_equal(encoder.upscale(frame, labels, routes), player.upscale(frame, labels, routes))
+    # every window once, then the windows holding the changed pixel twice (changed, then back)
+    assert a.windows + b.windows == grid.patches + 2 * holding
+
+
+def test_patch_errors_score_each_patch_as_the_composed_frame_does(leaf_piece):
+    import cv2
+
+    from chunking.score import PatchErrors, patch_sse_y
+    from fitcast.media import iter_frames, upscale
+
+    grid = Grid(60, 44, patch=16, overlap=0, scale=2)  # the frame's edge cuts the last row and column
+    frames = iter_frames(leaf_piece)
+    hr = next(frames)[:88, :120]
+    base = upscale(cv2.resize(hr, (60, 44), interpolation=cv2.INTER_AREA), 2, "lanczos")
+    residual = np.random.default_rng(3).integers(-40, 40, (grid.patches, 32, 32, 3)).astype(np.int16)
+    canvas = residual.reshape(grid.gh, grid.gw, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(grid.gh * 32,
+                                                                                            grid.gw * 32, 3)
+    whole = patch_sse_y(cv2.add(base, canvas[:88, :120], dtype=cv2.CV_8U), hr, grid)
+    score = PatchErrors(base, hr, grid)
+    np.testing.assert_allclose(score.of_all(residual), whole, rtol=1e-5)
+    np.testing.assert_allclose(score.of_base(), patch_sse_y(base, hr, grid), rtol=1e-5)
+    rows, cols = np.array([0, 2, 1]), np.array([3, 3, 0])  # an edge patch among them
+    np.testing.assert_allclose(score.at(rows, cols, residual[rows * grid.gw + cols]), whole[rows, cols], rtol=1e-5)
