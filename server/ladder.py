@@ -221,8 +221,16 @@ def measured_dir(work: Path, scale: int, crf: int) -> Path:
 
 
 def measured_stride(s: Source) -> int:
-    """Every how many frames the measure and lift stages compare against the source."""
-    return max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
+    """Every how many frames the measure and lift stages compare against the source (the same
+    frames for every point): up to ``MEASURED_FRAMES`` evenly spaced, never in step with the
+    segments.  A stride sharing a factor with the segment length samples a few positions of every
+    GOP, its key frame among them, coded finer than the rest: on the whole leaf clip (60-frame
+    segments) every 15th frame put full resolution at CRF 23 1.05 dB above its all-frame PSNR-Y,
+    every 30th 2.35 dB (half of them key frames, 4.7 dB above)."""
+    stride = max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
+    while stride > 1 and math.gcd(stride, s.segment_frames) > 1:
+        stride += 1
+    return stride
 
 
 def training_dir(paths: LadderPaths, spec: RungSpec) -> Path:
@@ -252,7 +260,7 @@ def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], poi
     lift = [spec for spec in specs if spec.scale > 1 and spec.crf is None and spec.name in encoded]
     if not lift:
         return []
-    stride = 2 * measured_stride(s)  # every other measured frame: an estimate to choose rates by
+    stride = measured_stride(s)  # the measure stage's frames: every point of every curve on the same frames
     references = {i: hr for i, hr in enumerate(iter_frames(s.path, crop=s.crop)) if i % stride == 0}
     lifted = []
     for n, spec in enumerate(lift):

@@ -83,6 +83,19 @@ def test_the_second_choice_asks_the_hull_of_delivered_quality():
     assert choose_rungs(delivered, parse_rungs("auto"), top_crf=24) == {1: 24, 2: 28, 4: 32}
 
 
+def test_the_measured_frames_fall_on_every_position_of_the_gops():
+    import math
+    from types import SimpleNamespace
+
+    from server.ladder import MEASURED_FRAMES, measured_stride
+
+    for frames, seg in [(720, 60), (1800, 48), (300, 25), (40, 60), (14400, 120)]:
+        stride = measured_stride(SimpleNamespace(info=SimpleNamespace(frames=frames), segment_frames=seg))
+        assert math.gcd(stride, seg) == 1  # not a few positions of every GOP, its key frame among them
+        assert len({i % seg for i in range(0, frames, stride)}) == min(seg, len(range(0, frames, stride)))
+        assert MEASURED_FRAMES * 0.8 <= len(range(0, frames, stride)) <= MEASURED_FRAMES or stride == 1
+
+
 def test_rung_specs_refuse_nonsense():
     assert parse_rungs("x4:32,x2:27,x1:23") == [RungSpec(4, 32), RungSpec(2, 27), RungSpec(1, 23)]
     for bad in ("x5", "x2,x2", "x2:99", "auto,x2", ""):
