@@ -37,40 +37,41 @@ class PatchErrors:
 
     def __init__(self, base: np.ndarray, hr: np.ndarray, grid: Grid) -> None:
         self.grid = grid
-        self.base, self.hr = self._blocks(base), self._blocks(hr)
-        self.valid = np.ascontiguousarray(grid.valid_mask(), np.float32)
+        ps = grid.hr_patch
+        self.base, self.hr = self._blocks(base), self._blocks(hr)  # [gh * gw, Ps, Ps, 3], row-major
+        self.valid = np.ascontiguousarray(grid.valid_mask(), np.float32).reshape(grid.patches, ps, ps)
 
     def _blocks(self, frame: np.ndarray) -> np.ndarray:
         g, ps = self.grid, self.grid.hr_patch
         full = np.zeros((g.gh * ps, g.gw * ps, 3), np.uint8)
         full[: frame.shape[0], : frame.shape[1]] = frame
-        return np.ascontiguousarray(full.reshape(g.gh, ps, g.gw, ps, 3).transpose(0, 2, 1, 3, 4))
+        return np.ascontiguousarray(full.reshape(g.gh, ps, g.gw, ps, 3).transpose(0, 2, 1, 3, 4)).reshape(
+            g.patches, ps, ps, 3)
 
     def of_base(self) -> np.ndarray:
         """``float64[gh, gw]``: the base alone (no residual)."""
-        g = self.grid
-        rows, cols = np.divmod(np.arange(g.patches), g.gw)
-        return self.at(rows, cols, None).reshape(g.shape)
+        return self._sse(self.base, self.hr, self.valid, None).reshape(self.grid.shape)
 
     def of_all(self, residual: np.ndarray) -> np.ndarray:
         """``float64[gh, gw]`` with ``residual`` int16 ``[gh * gw, Ps, Ps, 3]`` (row-major) on every patch."""
-        g = self.grid
-        rows, cols = np.divmod(np.arange(g.patches), g.gw)
-        return self.at(rows, cols, residual).reshape(g.shape)
+        return self._sse(self.base, self.hr, self.valid, residual).reshape(self.grid.shape)
 
     def at(self, rows: np.ndarray, cols: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
         """``float64[n]`` of the patches (rows, cols) with ``residual`` int16 ``[n, Ps, Ps, 3]`` (None: none)."""
-        ps, n = self.grid.hr_patch, len(rows)
-        if n == 0:
+        if len(rows) == 0:
             return np.zeros(0)
-        every = n == self.grid.patches
-        base = (self.base if every else self.base[rows, cols]).reshape(n * ps, ps, 3)
-        hr = (self.hr if every else self.hr[rows, cols]).reshape(n * ps, ps, 3)
+        idx = rows * self.grid.gw + cols
+        return self._sse(self.base[idx], self.hr[idx], self.valid[idx], residual)
+
+    def _sse(self, base: np.ndarray, hr: np.ndarray, valid: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
+        """``float64[n]`` of blocks ``base``/``hr`` ``[n, Ps, Ps, 3]`` with ``residual``, ``valid`` ``[n, Ps, Ps]``."""
+        n, ps = base.shape[0], self.grid.hr_patch
+        base, hr = base.reshape(n * ps, ps, 3), hr.reshape(n * ps, ps, 3)
         pred = base if residual is None else cv2.add(base, np.ascontiguousarray(residual).reshape(n * ps, ps, 3),
                                                      dtype=cv2.CV_8U)
         d = y_error(pred, hr)
-        d2 = cv2.multiply(cv2.multiply(d, d), (self.valid if every else self.valid[rows, cols]).reshape(n * ps, ps))
-        return d2.reshape(n, ps * ps).sum(axis=1, dtype=np.float64)
+        return cv2.multiply(cv2.multiply(d, d), valid.reshape(n * ps, ps)).reshape(n, ps * ps).sum(axis=1,
+                                                                                                   dtype=np.float64)
 
 
 def patch_pixels(grid: Grid) -> np.ndarray:
