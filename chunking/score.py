@@ -40,6 +40,7 @@ class PatchErrors:
         ps = grid.hr_patch
         self.base, self.hr = self._blocks(base), self._blocks(hr)  # [gh * gw, Ps, Ps, 3], row-major
         self.valid = np.ascontiguousarray(grid.valid_mask(), np.float32).reshape(grid.patches, ps, ps)
+        self._base_error: np.ndarray | None = None  # Y(base) - Y(hr) blocks, for at_luma
 
     def _blocks(self, frame: np.ndarray) -> np.ndarray:
         g, ps = self.grid, self.grid.hr_patch
@@ -62,6 +63,21 @@ class PatchErrors:
             return np.zeros(0)
         idx = rows * self.grid.gw + cols
         return self._sse(self.base[idx], self.hr[idx], self.valid[idx], residual)
+
+    def at_luma(self, rows: np.ndarray, cols: np.ndarray, luma: np.ndarray) -> np.ndarray:
+        """``float64[n]`` of the patches (rows, cols) with a residual given by its luma ``luma``
+        ``float32[n, Ps, Ps]`` (Y of the RGB residual, without the offset): luma is linear in RGB,
+        so the error is the base's plus the residual's, except where ``base + residual`` saturates
+        (counted as if it did not: an estimate where the base is near black or white)."""
+        if len(rows) == 0:
+            return np.zeros(0)
+        if self._base_error is None:
+            n, ps = self.grid.patches, self.grid.hr_patch
+            self._base_error = y_error(self.base.reshape(n * ps, ps, 3), self.hr.reshape(n * ps, ps, 3)).reshape(
+                n, ps, ps)
+        idx = rows * self.grid.gw + cols
+        d = self._base_error[idx] + luma
+        return np.einsum("nij,nij,nij->n", d, d, self.valid[idx], dtype=np.float64)
 
     def _sse(self, base: np.ndarray, hr: np.ndarray, valid: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
         """``float64[n]`` of blocks ``base``/``hr`` ``[n, Ps, Ps, 3]`` with ``residual``, ``valid`` ``[n, Ps, Ps]``."""

@@ -189,6 +189,16 @@ def residual_to_int16(residual: np.ndarray) -> np.ndarray:
     return cv2.add(flat, 0.0, dtype=cv2.CV_16S).reshape(residual.shape)  # type: ignore[call-overload]
 
 
+def moved_blocks(margined: np.ndarray, ps: int, rows: np.ndarray, cols: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """Blocks ``[n, ..., Ps, Ps]`` of a canvas in a ``MAX_MOTION`` margin (``[H, W, ...]``) at patches
+    (rows, cols) moved by ``motion`` ``[n, 2]`` (dy, dx HR pixels, clipped to the margin)."""
+    m = MAX_MOTION
+    dy = np.clip(motion[:, 0].astype(np.int64), -m, m)
+    dx = np.clip(motion[:, 1].astype(np.int64), -m, m)
+    view = np.lib.stride_tricks.sliding_window_view(margined, (ps, ps), axis=(0, 1))
+    return view[m + rows * ps + dy, m + cols * ps + dx]
+
+
 class PlannedUpscaler:
     """Upscale the frames of a *planned* asset: each patch of each frame takes the route its
     plan names, and detail can be carried over from the last frame instead of recomputed.
@@ -239,11 +249,12 @@ class PlannedUpscaler:
 
     def moved(self, rows: np.ndarray, cols: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """The current canvas's blocks at (rows, cols) moved by ``motion`` ``[n, 2]`` (dy, dx): a copy."""
-        ps, m = self.grid.hr_patch, MAX_MOTION
-        dy = np.clip(motion[:, 0].astype(np.int64), -m, m)
-        dx = np.clip(motion[:, 1].astype(np.int64), -m, m)
-        view = np.lib.stride_tricks.sliding_window_view(self._full, (ps, ps), axis=(0, 1))
-        return view[m + rows * ps + dy, m + cols * ps + dx].transpose(0, 2, 3, 1).copy()
+        return moved_blocks(self._full, self.grid.hr_patch, rows, cols, motion).transpose(0, 2, 3, 1).copy()
+
+    @property
+    def margined_canvas(self) -> np.ndarray:
+        """The canvas in its zero margin of ``MAX_MOTION`` pixels (read it, never write it)."""
+        return self._full
 
     def upscale(self, lr: np.ndarray, base: np.ndarray, codes: np.ndarray, motion: np.ndarray | None = None,
                 *, shed: np.ndarray | None = None) -> np.ndarray:

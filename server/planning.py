@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from chunking.motion import MotionEstimator
@@ -27,11 +28,11 @@ from fitcast.errors import InvalidInputError
 from fitcast.grid import Grid
 from fitcast.manifest import LANCZOS, REUSE
 from fitcast.media import upscale
-from fitcast.metrics import psnr_y
+from fitcast.metrics import Y_WEIGHTS, psnr_y
 from fitcast.profile import REFERENCE_PROFILE, RouteCosts, auto_base, load_profile, route_costs
 from fitcast.rendition import paired_frames
 from fitcast.runtime import OrtSession
-from fitcast.upscale import MAX_MOTION, KeptResiduals, PlannedUpscaler
+from fitcast.upscale import MAX_MOTION, KeptResiduals, PlannedUpscaler, moved_blocks
 
 
 @dataclass(frozen=True)
@@ -211,20 +212,26 @@ def free_route_errors(up: PlannedUpscaler, score: PatchErrors,
     make reuse a contender: on leaf, tos and cars the plans are the same with and without it).
     A patch's vector is scored once: where a field repeats a vector the patch already tried, or
     the patch is not refined, its error there is ``inf`` (never chosen; neighbouring patches
-    mostly share their motion)."""
+    mostly share their motion).  Moved detail is scored on the canvas's luma
+    (:meth:`chunking.score.PatchErrors.at_luma`: a third of the pixels to move and no RGB to
+    compose; an estimate where the frame saturates): on leaf's x2 and x4 rungs the plan stage took
+    134 and 85 ms a frame against 197 and 142 scoring in RGB, planned PSNR-Y -0.0008 and 0 dB.
+    Reuse in place is scored exactly (estimated too, it moved the x4 rung's choices: models on 16 %
+    of the patches instead of 5 %)."""
     grid = up.grid
     lanczos = score.of_base()
     if candidates is None:
         return lanczos, np.zeros((0, *grid.shape)), np.zeros((0, *grid.shape, 2), np.int8)
     rows, cols = np.divmod(np.arange(grid.patches), grid.gw)
     still = np.zeros((*grid.shape, 2), np.int8)
+    luma = cv2.transform(up.margined_canvas.astype(np.float32), Y_WEIGHTS.reshape(1, 3))  # the canvas's Y detail
     reuse_err, vectors = [score.of_all(up.moved(rows, cols, still[rows, cols]))], [still]
 
     def try_field(field: np.ndarray, where: np.ndarray) -> None:
         new = where & ~np.any([(field == v).all(axis=-1) for v in vectors], axis=0)
         r, c = np.nonzero(new)
         err = np.full(grid.shape, np.inf)
-        err[r, c] = score.at(r, c, up.moved(r, c, field[r, c]))
+        err[r, c] = score.at_luma(r, c, moved_blocks(luma, grid.hr_patch, r, c, field[r, c]))
         reuse_err.append(err)
         vectors.append(field)
 

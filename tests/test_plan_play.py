@@ -260,6 +260,7 @@ def test_patch_errors_score_each_patch_as_the_composed_frame_does(leaf_piece):
 
     from chunking.score import PatchErrors, patch_sse_y
     from fitcast.media import iter_frames, upscale
+    from fitcast.metrics import Y_WEIGHTS
 
     grid = Grid(60, 44, patch=16, overlap=0, scale=2)  # the frame's edge cuts the last row and column
     frames = iter_frames(leaf_piece)
@@ -274,3 +275,12 @@ def test_patch_errors_score_each_patch_as_the_composed_frame_does(leaf_piece):
     np.testing.assert_allclose(score.of_base(), patch_sse_y(base, hr, grid), rtol=1e-5)
     rows, cols = np.array([0, 2, 1]), np.array([3, 3, 0])  # an edge patch among them
     np.testing.assert_allclose(score.at(rows, cols, residual[rows * grid.gw + cols]), whole[rows, cols], rtol=1e-5)
+    # the luma route (reuse candidates): the same where base + residual does not saturate, here a
+    # residual that turns the base into the next frame
+    nxt = next(frames)[:88, :120]
+    full = np.zeros((grid.gh * 32, grid.gw * 32, 3), np.int16)
+    full[:88, :120] = nxt.astype(np.int16) - base
+    exact = full.reshape(grid.gh, 32, grid.gw, 32, 3).transpose(0, 2, 1, 3, 4).reshape(grid.patches, 32, 32, 3)
+    luma = cv2.transform(exact.astype(np.float32).reshape(-1, 32, 3), Y_WEIGHTS.reshape(1, 3)).reshape(-1, 32, 32)
+    expected = patch_sse_y(nxt, hr, grid)
+    np.testing.assert_allclose(score.at_luma(rows, cols, luma[rows * grid.gw + cols]), expected[rows, cols], rtol=1e-4)
