@@ -64,6 +64,10 @@ class EncodeOptions(UploadOptions):
     # but that growth stops where training would take more than half of this on the machine that
     # encodes (never below the preset's own budget).  0: no limit.
     encode_budget: Annotated[float, Field(ge=0)] = 60.0
+    # The share of the preset's own training budget an encode runs at least, whatever the time
+    # budget allows: a ladder's SR rungs share one preset budget (1/n each), so a ladder's training
+    # stays within its encode budget where one rung alone would not (x4 on an AVX2 CPU).
+    training_floor: Annotated[float, Field(gt=0, le=1)] = 1.0
     # JSTDO's data-aware sampling: share of each group in a batch, hardest first
     # (default: falling linearly from 2 to 1).
     group_weights: tuple[float, ...] | None = None

@@ -1,10 +1,12 @@
 """The ladder encode: several rungs of one title in one HLS master (``fitcast/ladder``).
 
 :func:`encode_ladder` reads as its stages.  The rates come from measurements on the clip: every
-rung's resolution is encoded over a CRF range, its frames lanczos-upscaled to the display size
-and measured, and :func:`fitcast.ladder.choose_rungs` takes each rung's point nearest the
-per-title hull in its bitrate band.  Every SR rung is then a whole fitcast asset
-(:func:`server.pipeline.encode`, the crop shared so every rung covers the same pixels); the
+rung's resolution is encoded over a CRF range on evenly spread segments of the source
+(:func:`measured_frames`), its frames lanczos-upscaled to the display size and measured, and
+:func:`fitcast.ladder.choose_rungs` takes each rung's point nearest the per-title hull in its
+bitrate band.  Every SR rung is then a whole fitcast asset
+(:func:`server.pipeline.encode`, the crop shared so every rung covers the same pixels, trained
+within what the ladder's one encode budget leaves it: :class:`LadderBudget`); the
 full-resolution rung is the same transcode at scale 1.  ``ladder.json`` and the master playlist
 are published last, each by atomic rename: until then no ladder is visible.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +64,23 @@ from fitcast.storage import (
     validate_asset_id,
 )
 from server.compute import Executor
-from server.pipeline import ProgressFn, Source, StageRunner, asset_slug, encode, probe_source, transcode
+from server.pipeline import (
+    TRAIN_SHARE,
+    ProgressFn,
+    Source,
+    StageRunner,
+    asset_slug,
+    encode,
+    encode_seconds,
+    probe_source,
+    transcode,
+)
 
 # The CRFs each resolution is measured at (the per-title hull); the top rung's own CRF is added.
 PROBE_CRFS = (19, 23, 27, 31, 35, 39)
 MEASURED_FRAMES = 48  # frames per candidate encode measured against the source (evenly spaced)
+MEASURED_SEGMENT_STRIDE = 3  # the measure stage encodes every third segment of a long source
+MIN_MEASURED_SEGMENTS = 4  # ... and never fewer than four (all of a shorter one)
 
 LADDER_STAGES: dict[str, float] = {"probe": 0.01, "measure": 0.12, "rungs": 0.7, "lift": 0.02, "rerate": 0.12,
                                    "publish": 0.03}
@@ -109,9 +125,12 @@ def encode_ladder(
     points = run("measure", measure_points, src, specs, options, work=paths.work)
     # 3. choose: each rung's rate on the per-title hull of lanczos-upscaled quality (or as fixed by hand)
     first = choose_rungs(points, specs, top_crf=options.crf)
-    # 4. rungs: an SR rung is a whole fitcast asset (its trained models kept); the full-resolution rung a transcode
-    rungs = run("rungs", encode_rungs, src, specs, first, options, paths, asset_id=asset_id, executor=executor,
-                limits=limits)
+    # 4. rungs: an SR rung is a whole fitcast asset (its trained models kept), training within what the
+    #    ladder's budget leaves it; the full-resolution rung a transcode
+    budget = LadderBudget(encode_seconds(src.source, options.encode_budget), spent=run.seconds["total"],
+                          reserve=run.seconds.get("measure", 0.0))
+    rungs = run("rungs", encode_rungs, src, specs, first, options, paths, budget, asset_id=asset_id,
+                executor=executor, limits=limits)
     # 5. lift: each SR rung's models on its resolution's measured encodes (its quality as delivered, its
     #    models and labels counted in its rate)
     lifted = run("lift", lift_points, src, specs, rungs, points, paths)
@@ -150,15 +169,15 @@ def probe_ladder_source(path: Path, options: EncodeOptions, specs: list[RungSpec
 def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOptions, *, work: Path,
                    progress: Any) -> list[RatePoint]:
     """Every rung whose rate is not fixed, encoded at ``PROBE_CRFS`` (and the top CRF) as the
-    rung will be (same x264 preset and GOPs): video kbit/s and PSNR-Y of the lanczos upscale
-    against the source, on up to ``MEASURED_FRAMES`` evenly spaced frames (the encodes stay in
-    ``work`` for :func:`lift_points`)."""
+    rung will be (same x264 preset and GOPs) on the :func:`measured_frames`' segments: video
+    kbit/s and PSNR-Y of the lanczos upscale against the source on the compared frames (the
+    encodes stay in ``work`` for :func:`lift_points`)."""
     todo = [s for s in specs if s.crf is None]
     if not todo:
         return []
     crfs = sorted(set(PROBE_CRFS) | {options.crf})
     s = src.source
-    stride = measured_stride(s)
+    frames = measured_frames(s.info.frames, s.segment_frames)
     references: dict[int, np.ndarray] = {}
     points = []
     for n, spec in enumerate(todo):
@@ -168,30 +187,63 @@ def measure_points(src: LadderSource, specs: list[RungSpec], options: EncodeOpti
             encoders = [stack.enter_context(HlsEncoder(d, w, h, s.fps, s.segment_frames, crf=crf,
                                                        x264_preset=options.x264_preset)) for crf, d in dirs.items()]
             for i, hr in enumerate(iter_frames(s.path, crop=s.crop)):
-                if i % stride == 0 and n == 0:
+                if not frames.encodes(i):
+                    continue
+                if n == 0 and i in frames.compared:
                     references[i] = hr
                 lr = downscale(hr, spec.scale) if spec.scale > 1 else hr
                 for enc in encoders:
                     enc.write(lr)
         for crf, d in dirs.items():
             _, average = measured_bandwidth(d)
-            decoded = (lr for seg in segments_of(d) for lr in segment_frames(d, seg))
             scores = [psnr_y(upscale(lr, spec.scale, "lanczos") if spec.scale > 1 else lr, references[i])
-                      for i, lr in enumerate(decoded) if i in references]
+                      for i, lr in frames.decoded_compared(d)]
             points.append(RatePoint(spec.scale, crf, average / 1000, float(np.mean(scores))))
         progress((n + 1) / len(todo))
     return points
 
 
+class LadderBudget:
+    """The one encode budget of a ladder (seconds; None: no limit) as its SR rungs take from it.
+
+    Each SR rung trains within what is left (less ``reserve``, kept for the stages after the SR
+    rungs: the lift and the full-resolution rung, which cost about what the measure stage did):
+    the first within ``TRAIN_SHARE`` of an even share, as a single encode does; each later one
+    within its even share less what the costliest rung so far took outside training (its plan
+    and evaluate stages, bound by the display size, which every rung shares).  The SR rungs are
+    encoded costliest first (the largest LR), so that guess errs on the safe side.  On a slow CPU
+    the later rungs train less (never under their share of the preset's floor); on a fast one no
+    rung is held back."""
+
+    def __init__(self, seconds: float | None, *, spent: float = 0.0, reserve: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.seconds, self.reserve, self.clock = seconds, reserve, clock
+        self.started = clock() - spent
+        self.others: list[float] = []  # each SR rung's seconds outside training, as encoded
+
+    def training_seconds(self, rungs_left: int) -> float | None:
+        """The seconds the next SR rung may train, ``rungs_left`` SR rungs (it among them) still to encode."""
+        if self.seconds is None:
+            return None
+        left = max(0.0, self.seconds - (self.clock() - self.started) - self.reserve) / max(1, rungs_left)
+        share = TRAIN_SHARE * left if not self.others else left - max(self.others)
+        return max(1.0, share)  # (0 would mean no limit to the encode)
+
+    def rung_done(self, report: dict[str, Any]) -> None:
+        """Count a finished SR rung's seconds outside training (its ``quality.json``)."""
+        seconds = report.get("seconds", {})
+        self.others.append(float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0)))
+
+
 def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int], options: EncodeOptions,
-                 paths: LadderPaths, *, asset_id: str, executor: Executor | None, limits: Limits,
-                 progress: Any) -> list[Rung]:
-    """Every rung, cheapest first: SR rungs through the whole encode, the full-resolution rung as
-    a transcode and a measurement of its decoded frames."""
+                 paths: LadderPaths, budget: LadderBudget, *, asset_id: str, executor: Executor | None,
+                 limits: Limits, progress: Any) -> list[Rung]:
+    """Every rung: SR rungs through the whole encode, the largest LR first (:class:`LadderBudget`),
+    then the full-resolution rung as a transcode and a measurement of its decoded frames."""
     rungs: list[Rung] = []
-    order = sorted(specs, key=lambda sp: -sp.scale)
+    order = sorted(specs, key=lambda sp: (sp.scale == 1, sp.scale))
     weights = [0.1 if sp.scale == 1 else 1.0 for sp in order]
-    done = 0.0
+    n_sr, done = sr_count(specs), 0.0
     for spec, weight in zip(order, weights, strict=True):
         def sub(stage: str, fraction: float, done: float = done, weight: float = weight) -> None:
             progress((done + weight * fraction) / sum(weights))
@@ -201,7 +253,9 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
         if spec.scale == 1:
             rungs.append(full_resolution_rung(src, folder, options.model_copy(update={"crf": crf}), paths))
         else:
-            mine = rung_options(options, spec, crf, sr_rungs=sr_count(specs))
+            mine = rung_options(options, spec, crf, sr_rungs=n_sr,
+                                training_seconds=budget.training_seconds(n_sr - len(budget.others)),
+                                ladder_seconds=budget.seconds)
             key = rung_key(mine, src.source.crop)
             kept = finished_rung(folder, key)  # a rung an earlier run of this ladder encode finished: kept
             if kept is None:
@@ -210,6 +264,7 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
                                   limits=limits, crop=src.source.crop, trained_in=training_dir(paths, spec))
                 kept = manifest, crf
                 write_rung_key(folder, key, crf)
+            budget.rung_done(json.loads((AssetLayout(folder).report / "quality.json").read_text()))
             rungs.append(sr_rung(spec, kept[1], kept[0], folder, paths))
         done += weight
         progress(done / sum(weights))
@@ -220,18 +275,50 @@ def measured_dir(work: Path, scale: int, crf: int) -> Path:
     return work / "measured" / f"x{scale}-crf{crf}"
 
 
-def measured_stride(s: Source) -> int:
-    """Every how many frames the measure and lift stages compare against the source (the same
-    frames for every point): up to ``MEASURED_FRAMES`` evenly spaced, never in step with the
-    segments.  A stride sharing a factor with the segment length samples a few positions of every
-    GOP, its key frame among them, coded finer than the rest: on the whole leaf clip (60-frame
-    segments) every 30th frame (half of them key frames, 4.7 dB above the mean) put full
-    resolution at CRF 23 2.35 dB above its all-frame PSNR-Y; every 15th or every 17th, 1.05 dB
-    (a 48-frame sample's own error)."""
-    stride = max(1, math.ceil(max(s.info.frames, 1) / MEASURED_FRAMES))
-    while stride > 1 and math.gcd(stride, s.segment_frames) > 1:
+@dataclass(frozen=True)
+class MeasuredFrames:
+    """What the measure and lift stages look at (:func:`measured_frames`): whole segments of the
+    source, encoded one after another as the rungs encode them, and some of their frames compared
+    against the source (the same frames for every point of every curve)."""
+
+    segment_length: int  # frames
+    segments: tuple[int, ...]  # the source's segments encoded, in order
+    compared: frozenset[int]  # source frame indices compared against the source
+
+    def encodes(self, frame: int) -> bool:
+        return frame // self.segment_length in self.segments
+
+    def decoded_compared(self, hls_dir: Path) -> Iterator[tuple[int, np.ndarray]]:
+        """The compared frames of a measured encode in ``hls_dir``, decoded: (source index, frame)."""
+        decoded = (lr for seg in segments_of(hls_dir) for lr in segment_frames(hls_dir, seg))
+        for j, lr in enumerate(decoded):
+            n = self.segment_length
+            i = self.segments[j // n] * n + j % n
+            if i in self.compared:
+                yield i, lr
+
+
+def measured_frames(frames: int, segment_length: int) -> MeasuredFrames:
+    """The segments the measure stage encodes and the frames it compares, for a source of
+    ``frames`` in segments of ``segment_length`` frames.
+
+    Segments: every ``MEASURED_SEGMENT_STRIDE``-th, centred in its stride, where that leaves at
+    least ``MIN_MEASURED_SEGMENTS`` (all of them in a shorter source): x264 at every CRF of every
+    resolution was the stage's cost, and a title's rate-quality curves are its content's, which
+    evenly spread segments sample.  Frames: up to ``MEASURED_FRAMES`` of the encoded ones, evenly
+    spaced and never in step with the segments.  A stride sharing a factor with the segment length
+    samples a few positions of every GOP, its key frame among them, coded finer than the rest: on
+    the whole leaf clip (60-frame segments) every 30th frame (half of them key frames, 4.7 dB above
+    the mean) put full resolution at CRF 23 2.35 dB above its all-frame PSNR-Y; every 15th or every
+    17th, 1.05 dB (a 48-frame sample's own error)."""
+    count = max(1, math.ceil(max(frames, 1) / segment_length))
+    seg_stride = max(1, min(MEASURED_SEGMENT_STRIDE, count // MIN_MEASURED_SEGMENTS))
+    segments = tuple(range(min(seg_stride // 2, count - 1), count, seg_stride))
+    encoded = [i for g in segments for i in range(g * segment_length, min((g + 1) * segment_length, frames))]
+    stride = max(1, math.ceil(len(encoded) / MEASURED_FRAMES))
+    while stride > 1 and math.gcd(stride, segment_length) > 1:
         stride += 1
-    return stride
+    return MeasuredFrames(segment_length, segments, frozenset(encoded[::stride]))
 
 
 def training_dir(paths: LadderPaths, spec: RungSpec) -> Path:
@@ -250,7 +337,6 @@ def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], poi
     from fitcast.asset import open_asset
     from fitcast.manifest import LANCZOS
     from fitcast.options import EncodeOptions
-    from fitcast.rendition import segment_frames, segments_of
     from fitcast.runtime import open_session
     from fitcast.upscale import RoutedUpscaler, select_patches
     from server.pipeline import gate, shipped_models
@@ -261,8 +347,8 @@ def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], poi
     lift = [spec for spec in specs if spec.scale > 1 and spec.crf is None and spec.name in encoded]
     if not lift:
         return []
-    stride = measured_stride(s)  # the measure stage's frames: every point of every curve on the same frames
-    references = {i: hr for i, hr in enumerate(iter_frames(s.path, crop=s.crop)) if i % stride == 0}
+    frames = measured_frames(s.info.frames, s.segment_frames)  # the measure stage's: every curve on the same frames
+    references = {i: hr for i, hr in enumerate(iter_frames(s.path, crop=s.crop)) if i in frames.compared}
     lifted = []
     for n, spec in enumerate(lift):
         asset = open_asset(str(paths.rung(spec.name)))
@@ -277,10 +363,8 @@ def lift_points(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], poi
         all_sr = {str(g): groups[g] if groups[g] in upscaler.sessions else LANCZOS for g in range(k)}
         side_kbps = (m.bits.models + m.bits.labels) / max(sum(seg.duration for seg in m.segments), 1e-9) / 1000
         for point in (p for p in points if p.scale == spec.scale):
-            d = measured_dir(paths.work, spec.scale, point.crf)
-            decoded = (lr for seg in segments_of(d) for lr in segment_frames(d, seg))
-            lrs = [lr for i, lr in enumerate(decoded) if i in references]
-            hrs = [references[i] for i in sorted(references)][: len(lrs)]
+            compared = list(frames.decoded_compared(measured_dir(paths.work, spec.scale, point.crf)))
+            lrs, hrs = [lr for _, lr in compared], [references[i] for i, _ in compared]
             labels, _ = assign_groups(np.stack([lanczos_psnr_y(lr, hr, grid) for lr, hr in zip(lrs, hrs, strict=True)]),
                                       k)
             bases = [upscale(lr, spec.scale, m.base) for lr in lrs]
@@ -333,16 +417,27 @@ def sr_count(specs: list[RungSpec]) -> int:
     return sum(1 for s in specs if s.scale > 1)
 
 
-def rung_options(options: EncodeOptions, spec: RungSpec, crf: int, *, sr_rungs: int = 1) -> EncodeOptions:
+def rung_options(options: EncodeOptions, spec: RungSpec, crf: int, *, sr_rungs: int = 1,
+                 training_seconds: float | None = None, ladder_seconds: float | None = None) -> EncodeOptions:
     """An SR rung's encode options: the ladder's, at the rung's scale and CRF, with its share of the
-    ladder's encode budget (the ``sr_rungs`` SR rungs share the training time one encode gets)."""
-    return options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None,
-                                      "encode_budget": options.encode_budget / max(1, sr_rungs)})
+    ladder's encode budget: an even share (the ``sr_rungs`` SR rungs share the time one encode gets),
+    or the encode budget under which it trains ``training_seconds`` (:class:`LadderBudget`) of a
+    ladder allowed ``ladder_seconds`` in all; and its share of the preset's training floor (on the
+    whole leaf clip, on an AVX2 CPU, the x4 rung's own floor of 3,000 iterations took 606 s against
+    its 360 s share)."""
+    n = max(1, sr_rungs)
+    budget = options.encode_budget / n
+    if training_seconds is not None and ladder_seconds:
+        budget = options.encode_budget * training_seconds / (TRAIN_SHARE * ladder_seconds)
+    return options.model_copy(update={"scale": spec.scale, "crf": crf, "ladder": None, "encode_budget": budget,
+                                      "training_floor": options.training_floor / n})
 
 
 def rung_key(options: EncodeOptions, crop: tuple[int, int, int, int]) -> str:
-    """What an SR rung's encode depends on: its options and the shared crop."""
-    return json.dumps({"options": options.model_dump(mode="json"), "crop": list(crop)}, sort_keys=True)
+    """What an SR rung's encode depends on: its options and the shared crop (not the time it was
+    given to train: that depends on how long the run before it took)."""
+    return json.dumps({"options": options.model_dump(mode="json", exclude={"encode_budget"}), "crop": list(crop)},
+                      sort_keys=True)
 
 
 def write_rung_key(folder: Path, key: str, crf: int) -> None:

@@ -167,7 +167,8 @@ def encode(
     if train_seconds:
         from sr_models.train import within_seconds
 
-        specs = within_seconds(specs, train_seconds, floor=preset.iterations / options.iterations)
+        specs = within_seconds(specs, train_seconds,
+                               floor=options.training_floor * preset.iterations / options.iterations)
     trained = kept_training(trained_in, specs) or run("train", train_models, specs, executor or InlineExecutor())
     if trained_in is not None:
         keep_training(trained_in, trained)
@@ -195,13 +196,20 @@ def encode(
 TRAIN_SHARE = 0.5  # of the encode budget, for training (the rest: the per-frame stages, plan included)
 
 
-def training_seconds(src: Source, encode_budget: float) -> float | None:
-    """The wall-clock seconds an encode's training may take under ``encode_budget`` (seconds of
+def encode_seconds(src: Source, encode_budget: float) -> float | None:
+    """The wall-clock seconds an encode of ``src`` may take under ``encode_budget`` (seconds of
     encode per second of source, per second of 720p30 above that size); None: no limit."""
     if encode_budget <= 0:
         return None
     pixel_rate = src.hr[0] * src.hr[1] * float(src.fps) / (1280 * 720 * 30)
-    return TRAIN_SHARE * encode_budget * src.info.duration * max(1.0, pixel_rate)
+    return encode_budget * src.info.duration * max(1.0, pixel_rate)
+
+
+def training_seconds(src: Source, encode_budget: float) -> float | None:
+    """The wall-clock seconds an encode's training may take under ``encode_budget``: ``TRAIN_SHARE``
+    of :func:`encode_seconds`; None: no limit."""
+    total = encode_seconds(src, encode_budget)
+    return None if total is None else TRAIN_SHARE * total
 
 
 def replan(source: str | Path, asset_dir: str | Path, *, target_fps: float | None = None,

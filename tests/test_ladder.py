@@ -83,17 +83,48 @@ def test_the_second_choice_asks_the_hull_of_delivered_quality():
     assert choose_rungs(delivered, parse_rungs("auto"), top_crf=24) == {1: 24, 2: 28, 4: 32}
 
 
-def test_the_measured_frames_fall_on_every_position_of_the_gops():
+def test_the_measured_frames_spread_over_the_title_and_every_position_of_the_gops():
     import math
-    from types import SimpleNamespace
 
-    from server.ladder import MEASURED_FRAMES, measured_stride
+    from server.ladder import MEASURED_FRAMES, MEASURED_SEGMENT_STRIDE, MIN_MEASURED_SEGMENTS, measured_frames
 
-    for frames, seg in [(720, 60), (1800, 48), (300, 25), (40, 60), (14400, 120)]:
-        stride = measured_stride(SimpleNamespace(info=SimpleNamespace(frames=frames), segment_frames=seg))
-        assert math.gcd(stride, seg) == 1  # not a few positions of every GOP, its key frame among them
-        assert len({i % seg for i in range(0, frames, stride)}) == min(seg, len(range(0, frames, stride)))
-        assert MEASURED_FRAMES * 0.8 <= len(range(0, frames, stride)) <= MEASURED_FRAMES or stride == 1
+    for frames, seg in [(720, 60), (1800, 48), (300, 25), (40, 60), (120, 60), (14400, 120)]:
+        m = measured_frames(frames, seg)
+        count = math.ceil(frames / seg)
+        assert len(m.segments) >= min(count, MIN_MEASURED_SEGMENTS)  # never fewer than four (all of a short one)
+        assert len(m.segments) <= max(MIN_MEASURED_SEGMENTS, math.ceil(count / MEASURED_SEGMENT_STRIDE))
+        gaps = {b - a for a, b in zip(m.segments, m.segments[1:], strict=False)}
+        assert len(gaps) <= 1 and m.segments[0] <= max(gaps | {0})  # evenly spread from the start
+        assert count - 1 - m.segments[-1] < max(gaps | {1})  # ... to the end
+        compared = sorted(m.compared)
+        assert all(m.encodes(i) for i in compared) and all(i < frames for i in compared)
+        # not a few positions of every GOP, its key frame among them
+        assert len({i % seg for i in compared}) == min(seg, len(compared))
+        encoded = sum(1 for i in range(frames) if m.encodes(i))
+        assert min(encoded, MEASURED_FRAMES) // 3 <= len(compared) <= MEASURED_FRAMES  # a stride coprime with 60: 7
+
+
+def test_measured_encodes_decode_to_the_source_frames_they_were_encoded_from(tmp_path, bear_piece):
+    """The measure stage encodes only some segments, one after another: each compared frame it
+    decodes is matched with the source frame it was encoded from (the closest of them all)."""
+    from fractions import Fraction
+
+    from fitcast.media import HlsEncoder, iter_frames
+    from fitcast.metrics import psnr_y
+    from server.ladder import measured_frames
+
+    source = list(iter_frames(bear_piece))
+    h, w = source[0].shape[:2]
+    m = measured_frames(len(source), 3)  # 1 s in segments of 3 frames: every third segment encoded
+    assert len(m.segments) < len(source) // 3
+    with HlsEncoder(tmp_path, w, h, Fraction(30), 3, crf=18, x264_preset="ultrafast") as enc:
+        for i, frame in enumerate(source):
+            if m.encodes(i):
+                enc.write(frame)
+    pairs = list(m.decoded_compared(tmp_path))
+    assert sorted(i for i, _ in pairs) == sorted(m.compared)
+    for i, decoded in pairs:
+        assert max(range(len(source)), key=lambda j: psnr_y(decoded, source[j])) == i
 
 
 def test_rung_specs_refuse_nonsense():
@@ -342,13 +373,33 @@ def test_a_finished_rung_is_kept_only_for_the_same_options(ladder_dir):
 
 
 def test_sr_rungs_share_the_encode_budget(ladder_dir):
-    """Each of a ladder's SR rungs trains within its share of the one encode budget (the fixture's
-    ladder has two SR rungs; their recorded options say half each)."""
-    from fitcast.options import EncodeOptions
-    from server.ladder import RUNG_KEY, rung_options
+    """A ladder's SR rungs share one encode budget: each trains within an even share of what is
+    left, the later ones less what the costliest rung so far took outside training, never at 0
+    (which would mean no limit); and the preset's training floor is shared too."""
+    from types import SimpleNamespace
 
-    budgets = [json.loads(json.loads((ladder_dir / "rungs" / name / RUNG_KEY).read_text())["key"])
-               ["options"]["encode_budget"] for name in ("x4", "x2")]
-    assert budgets == [EncodeOptions().encode_budget / 2] * 2
+    from fitcast.options import EncodeOptions
+    from server.ladder import RUNG_KEY, LadderBudget, rung_options
+    from server.pipeline import TRAIN_SHARE, training_seconds
+
+    now = [100.0]
+    budget = LadderBudget(1440.0, spent=40.0, reserve=40.0, clock=lambda: now[0])
+    assert budget.training_seconds(2) == pytest.approx(TRAIN_SHARE * (1440 - 40 - 40) / 2)  # as one encode's half
+    now[0] += 700.0  # the first rung: 300 s training, 400 s the rest
+    budget.rung_done({"seconds": {"total": 700.0, "train": 300.0}})
+    assert budget.training_seconds(1) == pytest.approx(1440 - 40 - 700 - 40 - 400)  # what the rest leaves it
+    now[0] += 10_000.0  # over budget already: the floor decides (1 s keeps the limit)
+    assert budget.training_seconds(1) == 1.0
+    assert LadderBudget(None).training_seconds(2) is None  # --encode-budget 0: no limit
+
+    # a rung's options carry the training seconds it was given, as the encode budget that yields them
+    src = SimpleNamespace(hr=(1280, 720), fps=30, info=SimpleNamespace(duration=24.0))
     spec = parse_rungs("x4:30,x2:25,x1:20")[0]
-    assert rung_options(EncodeOptions(encode_budget=90), spec, 30, sr_rungs=3).encode_budget == 30
+    mine = rung_options(EncodeOptions(), spec, 30, sr_rungs=2, training_seconds=250.0, ladder_seconds=1440.0)
+    assert training_seconds(src, mine.encode_budget) == pytest.approx(250.0)
+    three = rung_options(EncodeOptions(encode_budget=90), spec, 30, sr_rungs=3)
+    assert three.encode_budget == 30 and three.training_floor == pytest.approx(1 / 3)  # the preset's floor shared too
+    # what the fixture's ladder recorded: its SR rungs' floors shared; the budget they got is not part of the key
+    for name in ("x4", "x2"):
+        options = json.loads(json.loads((ladder_dir / "rungs" / name / RUNG_KEY).read_text())["key"])["options"]
+        assert options["training_floor"] == pytest.approx(0.5) and "encode_budget" not in options
