@@ -127,8 +127,8 @@ def encode_ladder(
     first = choose_rungs(points, specs, top_crf=options.crf)
     # 4. rungs: an SR rung is a whole fitcast asset (its trained models kept), training within what the
     #    ladder's budget leaves it; the full-resolution rung a transcode
-    budget = LadderBudget(encode_seconds(src.source, options.encode_budget), spent=run.seconds["total"],
-                          reserve=run.seconds.get("measure", 0.0))
+    budget = LadderBudget(None if options.iterations else encode_seconds(src.source, options.encode_budget),
+                          spent=run.seconds["total"], reserve=run.seconds.get("measure", 0.0))  # as encode()'s
     rungs = run("rungs", encode_rungs, src, specs, first, options, paths, budget, asset_id=asset_id,
                 executor=executor, limits=limits)
     # 5. lift: each SR rung's models on its resolution's measured encodes (its quality as delivered, its
@@ -136,12 +136,15 @@ def encode_ladder(
     lifted = run("lift", lift_points, src, specs, rungs, points, paths)
     # 6. choose again on the hull of delivered quality; an SR rung whose rate moves is encoded again at
     #    its new rate with the models it trained
+    #    (where the budget still affords it: else the rung keeps its first rate)
     crfs = choose_rungs(delivered_points(points, lifted), specs, top_crf=options.crf)
-    rungs = run("rerate", rerate_rungs, src, specs, rungs, first, crfs, options, paths, asset_id=asset_id,
+    budget.reserve = 0.0  # what it was kept for is done
+    rungs = run("rerate", rerate_rungs, src, specs, rungs, first, crfs, options, paths, budget, asset_id=asset_id,
                 executor=executor, limits=limits)
     # 7. publish: ladder.json, the master playlist over every rung, the report
     ladder = run("publish", publish_ladder, paths, asset_id, src, rungs)
-    write_ladder_report(paths.report, ladder_report(ladder, points, lifted, first, crfs, run.seconds))
+    measured = measured_frames(src.source.info.frames, src.source.segment_frames) if points else None
+    write_ladder_report(paths.report, ladder_report(ladder, points, lifted, first, crfs, run.seconds, measured))
     shutil.rmtree(paths.work, ignore_errors=True)
     return ladder
 
@@ -219,20 +222,30 @@ class LadderBudget:
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.seconds, self.reserve, self.clock = seconds, reserve, clock
         self.started = clock() - spent
-        self.others: list[float] = []  # each SR rung's seconds outside training, as encoded
+        self.others: dict[str, float] = {}  # each SR rung's seconds outside training, as encoded
+
+    def left(self) -> float:
+        """Seconds left (less the reserve); infinite without a limit."""
+        if self.seconds is None:
+            return math.inf
+        return max(0.0, self.seconds - (self.clock() - self.started) - self.reserve)
 
     def training_seconds(self, rungs_left: int) -> float | None:
         """The seconds the next SR rung may train, ``rungs_left`` SR rungs (it among them) still to encode."""
         if self.seconds is None:
             return None
-        left = max(0.0, self.seconds - (self.clock() - self.started) - self.reserve) / max(1, rungs_left)
-        share = TRAIN_SHARE * left if not self.others else left - max(self.others)
+        left = self.left() / max(1, rungs_left)
+        share = TRAIN_SHARE * left if not self.others else left - max(self.others.values())
         return max(1.0, share)  # (0 would mean no limit to the encode)
 
-    def rung_done(self, report: dict[str, Any]) -> None:
+    def affords_again(self, rung: str) -> bool:
+        """Whether what is left affords encoding ``rung`` again without training (the rerate stage)."""
+        return self.left() >= self.others.get(rung, 0.0)
+
+    def rung_done(self, rung: str, report: dict[str, Any]) -> None:
         """Count a finished SR rung's seconds outside training (its ``quality.json``)."""
         seconds = report.get("seconds", {})
-        self.others.append(float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0)))
+        self.others[rung] = float(seconds.get("total", 0.0)) - float(seconds.get("train", 0.0))
 
 
 def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int], options: EncodeOptions,
@@ -264,7 +277,7 @@ def encode_rungs(src: LadderSource, specs: list[RungSpec], crfs: dict[int, int],
                                   limits=limits, crop=src.source.crop, trained_in=training_dir(paths, spec))
                 kept = manifest, crf
                 write_rung_key(folder, key, crf)
-            budget.rung_done(json.loads((AssetLayout(folder).report / "quality.json").read_text()))
+            budget.rung_done(spec.name, json.loads((AssetLayout(folder).report / "quality.json").read_text()))
             rungs.append(sr_rung(spec, kept[1], kept[0], folder, paths))
         done += weight
         progress(done / sum(weights))
@@ -385,12 +398,14 @@ def delivered_points(points: list[RatePoint], lifted: list[RatePoint]) -> list[R
 
 
 def rerate_rungs(src: LadderSource, specs: list[RungSpec], rungs: list[Rung], first: dict[int, int],
-                 crfs: dict[int, int], options: EncodeOptions, paths: LadderPaths, *, asset_id: str,
-                 executor: Executor | None, limits: Limits, progress: Any) -> list[Rung]:
+                 crfs: dict[int, int], options: EncodeOptions, paths: LadderPaths, budget: LadderBudget, *,
+                 asset_id: str, executor: Executor | None, limits: Limits, progress: Any) -> list[Rung]:
     """The rungs, each SR rung whose CRF the second choice moved encoded again at its new CRF with
-    the models its first encode trained (no training); the others as they are."""
+    the models its first encode trained (no training), where the ladder's budget affords as long
+    again as its first encode took outside training; the others as they are."""
     published = {r.name: r.crf for r in rungs}
-    moved = [spec for spec in specs if spec.scale > 1 and crfs[spec.scale] != published[spec.name]]
+    moved = [spec for spec in specs if spec.scale > 1 and crfs[spec.scale] != published[spec.name]
+             and budget.affords_again(spec.name)]
     out = [r for r in rungs if r.name not in {spec.name for spec in moved}]
     n_sr = sr_count(specs)
     for n, spec in enumerate(moved):
@@ -526,16 +541,22 @@ def publish_ladder(paths: LadderPaths, asset_id: str, src: LadderSource, rungs: 
 
 
 def ladder_report(ladder: Ladder, points: list[RatePoint], lifted: list[RatePoint], first: dict[int, int],
-                  crfs: dict[int, int], seconds: dict[str, float]) -> dict[str, Any]:
+                  crfs: dict[int, int], seconds: dict[str, float], measured: MeasuredFrames | None = None
+                  ) -> dict[str, Any]:
     hull = per_title_hull(points) if points else []
     delivered = per_title_hull(delivered_points(points, lifted)) if points else []
     return {
         "rungs": [{"name": r.name, "scale": r.scale, "size": [r.width, r.height], "crf": r.crf,
                    "kbps_total": r.kbps, "kbps_video": r.average_bandwidth / 1000, "psnr_y": r.psnr_y,
                    "psnr_y_lanczos": r.psnr_y_lanczos, "model_kbits": r.bits.models / 1000} for r in ladder.rungs],
-        "chosen_crf": {f"x{k}": v for k, v in crfs.items()},
+        "chosen_crf": {r.name: r.crf for r in ladder.rungs},  # as published
         "first_crf": {f"x{k}": v for k, v in first.items()},  # chosen on the lanczos hull, before the lift
+        # chosen on the delivered hull, after the lift (a rung the budget could not encode again kept its first)
+        "second_crf": {f"x{k}": v for k, v in crfs.items()},
         "measured": [p.__dict__ for p in points],
+        # the source's segments the measured and lifted points are on (of every one the rungs have)
+        "measured_segments": list(measured.segments) if measured else [],
+        "segments": len(ladder.rungs[0].segments) if ladder.rungs else 0,
         "lifted": [p.__dict__ for p in lifted],
         "hull": [p.__dict__ for p in hull],
         "delivered_hull": [p.__dict__ for p in delivered],
@@ -593,6 +614,9 @@ def write_ladder_report(report_dir: Path, report: dict[str, Any]) -> None:
         for r in report["rungs"]:
             ax.plot(r["kbps_total"], r["psnr_y"], "*", ms=12, label=f"rung {r['name']} (CRF {r['crf']})")
         ax.set_xscale("log")
+        if report.get("measured_segments"):
+            ax.set_title(f"curves: the {len(report['measured_segments'])} measured segments of "
+                         f"{report['segments']}; stars: the rungs over every segment", fontsize=8)
         ax.set_xlabel("total kbit/s (video, audio, models, labels)")
         ax.set_ylabel("PSNR-Y at display size (dB)")
         ax.legend(fontsize=7)

@@ -341,6 +341,9 @@ def test_sr_rungs_are_lifted_and_published_at_the_rate_chosen_on_delivered_quali
     encoded again with the models it trained (no second training)."""
     report = json.loads((ladder_dir / "report" / "ladder.json").read_text())
     ladder = parse_ladder((ladder_dir / "sr" / "ladder.json").read_text())
+    # the segments measured: the fixture's 1 s in half-second segments (three) is short, so all of them
+    assert report["measured_segments"] == list(range(report["segments"])) and report["segments"] == len(
+        ladder.rungs[0].segments) >= 2
     for rung in ladder.rungs:
         assert rung.crf == report["chosen_crf"][rung.name]
         if rung.scale == 1:
@@ -386,11 +389,17 @@ def test_sr_rungs_share_the_encode_budget(ladder_dir):
     budget = LadderBudget(1440.0, spent=40.0, reserve=40.0, clock=lambda: now[0])
     assert budget.training_seconds(2) == pytest.approx(TRAIN_SHARE * (1440 - 40 - 40) / 2)  # as one encode's half
     now[0] += 700.0  # the first rung: 300 s training, 400 s the rest
-    budget.rung_done({"seconds": {"total": 700.0, "train": 300.0}})
+    budget.rung_done("x2", {"seconds": {"total": 700.0, "train": 300.0}})
     assert budget.training_seconds(1) == pytest.approx(1440 - 40 - 700 - 40 - 400)  # what the rest leaves it
+    now[0] += 500.0  # the second rung: 100 s training, 400 s the rest
+    budget.rung_done("x4", {"seconds": {"total": 500.0, "train": 100.0}})
+    budget.reserve = 0.0  # the lift and the full-resolution rung done
+    assert budget.left() == pytest.approx(1440 - 40 - 1200)
+    assert not budget.affords_again("x2")  # 200 s left: encoding a rung again took 400
+    assert budget.affords_again("x1")  # (nothing recorded: nothing to afford)
     now[0] += 10_000.0  # over budget already: the floor decides (1 s keeps the limit)
     assert budget.training_seconds(1) == 1.0
-    assert LadderBudget(None).training_seconds(2) is None  # --encode-budget 0: no limit
+    assert LadderBudget(None).training_seconds(2) is None and LadderBudget(None).affords_again("x2")  # no limit
 
     # a rung's options carry the training seconds it was given, as the encode budget that yields them
     src = SimpleNamespace(hr=(1280, 720), fps=30, info=SimpleNamespace(duration=24.0))
