@@ -214,8 +214,9 @@ def free_route_errors(up: PlannedUpscaler, score: PatchErrors,
     the patch is not refined, its error there is ``inf`` (never chosen; neighbouring patches
     mostly share their motion).  Moved detail is scored on the canvas's luma
     (:meth:`chunking.score.PatchErrors.at_luma`: a third of the pixels to move and no RGB to
-    compose; an estimate where the frame saturates): on leaf's x2 and x4 rungs the plan stage took
-    134 and 85 ms a frame against 197 and 142 scoring in RGB, planned PSNR-Y -0.0008 and 0 dB.
+    compose; an estimate where the frame saturates): on leaf's x2 rung the plan stage took 161-169
+    ms a frame against 184-193 scoring in RGB (whole clip; 134 against 197 on its first three
+    segments, x4 85 against 142), planned PSNR-Y -0.0007 dB (x4: the same).
     Reuse in place is scored exactly (estimated too, it moved the x4 rung's choices: models on 16 %
     of the patches instead of 5 %)."""
     grid = up.grid
