@@ -33,11 +33,16 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ Y_WEIGHTS + 16.0
 
 
+def y_of_difference(d: np.ndarray) -> np.ndarray:
+    """The luma of an RGB difference or residual ``[h, w, 3]`` (no offset), float32 ``[h, w]``."""
+    return cv2.transform(d.astype(np.float32, copy=False), _Y_ROW)
+
+
 def y_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Y(a) - Y(b), float32 ``[h, w]``, of two 8-bit RGB frames (luma is linear in RGB, so the
     difference is taken first, exactly, then weighted)."""
     _same_shape(a, b)
-    return cv2.transform(cv2.subtract(a, b, dtype=cv2.CV_32F), _Y_ROW)
+    return y_of_difference(cv2.subtract(a, b, dtype=cv2.CV_32F))
 
 
 def mse_y(a: np.ndarray, b: np.ndarray) -> float:

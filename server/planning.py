@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from chunking.motion import MotionEstimator
@@ -28,7 +27,7 @@ from fitcast.errors import InvalidInputError
 from fitcast.grid import Grid
 from fitcast.manifest import LANCZOS, REUSE
 from fitcast.media import upscale
-from fitcast.metrics import Y_WEIGHTS, psnr_y
+from fitcast.metrics import psnr_y, y_of_difference
 from fitcast.profile import REFERENCE_PROFILE, RouteCosts, auto_base, load_profile, route_costs
 from fitcast.rendition import paired_frames
 from fitcast.runtime import OrtSession
@@ -225,7 +224,7 @@ def free_route_errors(up: PlannedUpscaler, score: PatchErrors,
         return lanczos, np.zeros((0, *grid.shape)), np.zeros((0, *grid.shape, 2), np.int8)
     rows, cols = np.divmod(np.arange(grid.patches), grid.gw)
     still = np.zeros((*grid.shape, 2), np.int8)
-    luma = cv2.transform(up.margined_canvas.astype(np.float32), Y_WEIGHTS.reshape(1, 3))  # the canvas's Y detail
+    luma = y_of_difference(up.margined_canvas)  # the canvas's Y detail
     reuse_err, vectors = [score.of_all(up.moved(rows, cols, still[rows, cols]))], [still]
 
     def try_field(field: np.ndarray, where: np.ndarray) -> None:

@@ -260,7 +260,7 @@ def test_patch_errors_score_each_patch_as_the_composed_frame_does(leaf_piece):
 
     from chunking.score import PatchErrors, patch_sse_y
     from fitcast.media import iter_frames, upscale
-    from fitcast.metrics import Y_WEIGHTS
+    from fitcast.metrics import y_of_difference
 
     grid = Grid(60, 44, patch=16, overlap=0, scale=2)  # the frame's edge cuts the last row and column
     frames = iter_frames(leaf_piece)
@@ -281,6 +281,6 @@ def test_patch_errors_score_each_patch_as_the_composed_frame_does(leaf_piece):
     full = np.zeros((grid.gh * 32, grid.gw * 32, 3), np.int16)
     full[:88, :120] = nxt.astype(np.int16) - base
     exact = full.reshape(grid.gh, 32, grid.gw, 32, 3).transpose(0, 2, 1, 3, 4).reshape(grid.patches, 32, 32, 3)
-    luma = cv2.transform(exact.astype(np.float32).reshape(-1, 32, 3), Y_WEIGHTS.reshape(1, 3)).reshape(-1, 32, 32)
+    luma = y_of_difference(exact.reshape(-1, 32, 3)).reshape(-1, 32, 32)
     expected = patch_sse_y(nxt, hr, grid)
     np.testing.assert_allclose(score.at_luma(rows, cols, luma[rows * grid.gw + cols]), expected[rows, cols], rtol=1e-4)
